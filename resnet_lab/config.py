@@ -1,0 +1,131 @@
+"""Where the configs live, the OmegaConf resolvers they use, and the checks run before any work.
+
+``conf/`` sits at the repository root in a source checkout and inside the package in a
+wheel (pyproject's force-include); ``config_dir()`` finds whichever is there.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import get_args
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from resnet_lab.errors import ConfigError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def config_dir() -> Path:
+    for candidate in (_PACKAGE_DIR / "conf", _PACKAGE_DIR.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise RuntimeError(
+        f"resnet_lab's configs were not found in {_PACKAGE_DIR / 'conf'} or "
+        f"{_PACKAGE_DIR.parent / 'conf'}; reinstall the package."
+    )
+
+
+_RUN_IDS: dict[str, str] = {}
+
+
+def run_id(kind: str = "run") -> str:
+    """A run directory name, fixed for the life of the process: time first, so names sort.
+
+    A random suffix keeps two runs started in the same second apart (a bare timestamp
+    collides; lightning-hydra-template #511). Hydra resolves the run directory more than
+    once per process, so the value is memoized per ``kind`` (runs and multiruns).
+    """
+    if kind not in _RUN_IDS:
+        _RUN_IDS[kind] = time.strftime("%Y-%m-%d_%H-%M-%S") + "_" + secrets.token_hex(3)
+    return _RUN_IDS[kind]
+
+
+def writable_dir(path: str) -> str:
+    """Check that ``path`` exists as a writable directory or can be created; return it."""
+    target = Path(path).expanduser()
+    probe = target
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write run outputs under {str(target)!r}: {str(probe)!r} is "
+            f"{'not a directory' if probe.exists() and not probe.is_dir() else 'not writable'}. "
+            "Set paths.log_dir to a directory you can write, e.g. paths.log_dir=$HOME/resnet_lab_runs."
+        )
+    return str(target)
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("run_id", run_id, replace=True)
+    OmegaConf.register_new_resolver("writable_dir", writable_dir, replace=True)
+
+
+register_resolvers()
+
+
+def _positive(cfg: DictConfig, key: str, *, integer: bool, allow_none: bool = False) -> None:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None and allow_none:
+        return
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or (integer and not isinstance(value, int)) or value <= 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{key} must be {kind}, got {value!r}. Example: {key}={1 if integer else 0.1}.")
+
+
+def _device_count(devices) -> int | None:
+    """The number of devices a Lightning ``devices`` value asks for, if known from config."""
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, int):
+        return devices if devices > 0 else None
+    if isinstance(devices, (list, tuple, ListConfig)):
+        return len(devices)
+    if isinstance(devices, str):
+        if devices.strip().isdigit():
+            return int(devices)
+        if "," in devices:
+            return len([d for d in devices.split(",") if d.strip()])
+    return None  # "auto" or -1: known only once the hardware is seen
+
+
+def precisions() -> tuple[str, ...]:
+    from lightning.fabric.connector import _PRECISION_INPUT_STR
+
+    return tuple(str(p) for p in get_args(_PRECISION_INPUT_STR))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject values that cannot work, before anything is built or written.
+
+    Each error names the key, what is allowed and an example fix.
+    """
+    _positive(cfg, "data.batch_size", integer=True)
+    _positive(cfg, "optimizer.lr", integer=False)
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    if not (max_steps is not None and max_steps > 0 and max_epochs in (None, -1)):
+        _positive(cfg, "trainer.max_epochs", integer=True)
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
+    allowed = precisions()
+    if precision not in allowed:
+        raise ConfigError(
+            f"trainer.precision={precision!r} is not a precision Lightning knows. Allowed: "
+            f"{', '.join(allowed)}."
+        )
+    devices = _device_count(OmegaConf.select(cfg, "trainer.devices", default=1))
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1) or 1
+    batch = cfg.data.batch_size
+    if devices is not None and batch % (devices * nodes):
+        world = devices * nodes
+        raise ConfigError(
+            f"data.batch_size={batch} is the global batch and must divide evenly over "
+            f"{world} devices (trainer.devices={devices} x trainer.num_nodes={nodes}); use a "
+            f"multiple of {world}, e.g. data.batch_size={max(world, batch // world * world)}."
+        )

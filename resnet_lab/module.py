@@ -1,0 +1,179 @@
+"""``ImageClassifier``: the LightningModule that glues a network to the training loop.
+
+It takes a built ``nn.Module`` and ``_partial_`` optimizer and scheduler factories; it owns
+the loss, the metrics and the optimizer's parameter groups, and nothing about data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[..., Optimizer]
+# Called as scheduler(optimizer, total_steps=..., steps_per_epoch=...); see resnet_lab.schedulers.
+SchedulerFactory = Callable[..., LRScheduler]
+
+
+def param_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
+    """Split parameters into decayed and non-decayed groups.
+
+    Norm weights and biases (every parameter with at most one dimension) get no weight
+    decay unless asked: decaying them shrinks the scale BN learns and costs accuracy
+    (Goyal et al. 2017, "Accurate, Large Minibatch SGD", section 5.1; timm does the same).
+    """
+    if decay_norm_and_bias:
+        return [{"params": [p for p in net.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for parameter in net.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _accuracy_metrics(num_classes: int) -> MetricCollection:
+    metrics = {"acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes >= 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+class ImageClassifier(L.LightningModule):
+    """Trains ``net`` for image classification with cross-entropy.
+
+    Args:
+        net: maps images (N, C, H, W) to logits (N, num_classes).
+        optimizer: a factory ``optimizer(params) -> Optimizer`` (a Hydra ``_partial_``).
+            Its ``weight_decay`` keyword, if any, is applied per parameter group.
+        scheduler: a factory ``scheduler(optimizer, total_steps=, steps_per_epoch=)``, or
+            None for a constant learning rate. Stepped every optimizer step.
+        num_classes: number of classes (from the data module).
+        label_smoothing: cross-entropy label smoothing (0 = off).
+        decay_norm_and_bias: also apply weight decay to norm weights and biases.
+        channels_last: run the network in NHWC memory format (faster on tensor cores).
+        compile: compile the network with ``torch.compile`` (state-dict names unchanged).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        *,
+        num_classes: int,
+        label_smoothing: float = 0.0,
+        decay_norm_and_bias: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.decay_norm_and_bias = decay_norm_and_bias
+        self.channels_last = channels_last
+        self.compile = compile
+        self.train_metrics = _accuracy_metrics(num_classes).clone(prefix="train/")
+        self.val_metrics = _accuracy_metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = _accuracy_metrics(num_classes).clone(prefix="test/")
+        # Losses averaged as metrics, not with self.log(sync_dist=True): under DDP the
+        # evaluation shards are unpadded and may differ in length by one batch, and a
+        # metric syncs once at epoch end instead of once per step.
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self._epoch_start: float | None = None
+        self._epoch_images = 0
+        self._last_batch_end = 0.0
+
+    def configure_model(self) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile and not getattr(self, "_compiled", False):
+            # nn.Module.compile compiles in place, so state-dict names stay those of `net`
+            # (torch.compile(net) would prefix every key with `_orig_mod.`).
+            self.net.compile()
+            self._compiled = True
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net(images)
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Class indices or, after MixUp/CutMix, per-class probabilities (N, num_classes).
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+
+    @staticmethod
+    def _hard_labels(targets: torch.Tensor) -> torch.Tensor:
+        return targets.argmax(dim=1) if targets.ndim == 2 else targets
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = self._loss(logits, targets)
+        self.train_metrics.update(logits.detach(), self._hard_labels(targets))
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric, stage: str) -> None:
+        images, targets = batch
+        logits = self(images)
+        loss_metric.update(self._loss(logits, targets), weight=images.shape[0])
+        metrics.update(logits, self._hard_labels(targets))
+        self.log(f"{stage}/loss", loss_metric, prog_bar=stage == "val")
+        self.log_dict(metrics, prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, self.val_loss, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, self.test_loss, "test")
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_images = 0
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._epoch_images += batch[0].shape[0]
+        self._last_batch_end = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        # Training images per second over the epoch (validation excluded), this process's
+        # share times the world size. Measured per epoch, not per step: a per-step rate
+        # needs a device synchronization every step, which itself slows a GPU down.
+        if self._epoch_start is not None and self._epoch_images:
+            elapsed = self._last_batch_end - self._epoch_start
+            rate = self._epoch_images * self.trainer.world_size / max(elapsed, 1e-9)
+            self.log("train/images_per_sec", rate, rank_zero_only=True)
+
+    def configure_optimizers(self):
+        defaults = getattr(self.optimizer_factory, "keywords", {})
+        weight_decay = defaults.get("weight_decay", 0.0)
+        optimizer = self.optimizer_factory(
+            param_groups(self.net, weight_decay, self.decay_norm_and_bias)
+        )
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        steps_per_epoch = max(1.0, total_steps / max_epochs)
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,159 @@
+"""``python -m resnet_lab``: compose the config, check it, build every part, fit, test.
+
+``train(cfg)`` is the whole job as a function of a composed config; it returns the metric
+named by ``cfg.optimized_metric`` so that Hydra sweepers can optimize it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from resnet_lab.callbacks import RunRecord
+from resnet_lab.config import check_config, config_dir
+from resnet_lab.errors import ConfigError, UserError
+from resnet_lab.module import ImageClassifier
+
+log = logging.getLogger("resnet_lab")
+
+# Keys of the `trainer` group that configure the LightningModule, not lightning.Trainer.
+MODULE_KEYS_IN_TRAINER = ("compile", "channels_last")
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, loggers); skip nulls."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def scaled_lr(cfg: DictConfig) -> float:
+    """``optimizer.lr`` is the LR per ``lr_base_batch_size`` images; scale it linearly.
+
+    The linear rule of Goyal et al. 2017 ("Accurate, Large Minibatch SGD"): the images per
+    optimizer step are the global batch times the gradient accumulation factor.
+    """
+    base = cfg.get("lr_base_batch_size")
+    if base is None:
+        return float(cfg.optimizer.lr)
+    if base <= 0:
+        raise ConfigError(f"lr_base_batch_size must be positive or null, got {base}.")
+    accumulate = cfg.trainer.get("accumulate_grad_batches", 1) or 1
+    images_per_step = cfg.data.batch_size * accumulate
+    return float(cfg.optimizer.lr) * images_per_step / base
+
+
+def build_module(cfg: DictConfig, net) -> ImageClassifier:
+    lr = scaled_lr(cfg)
+    if cfg.get("lr_base_batch_size") is not None:
+        log.info(
+            "learning rate %.4g = optimizer.lr %.4g per %d images x %d images per step / %d",
+            lr, cfg.optimizer.lr, cfg.lr_base_batch_size,
+            cfg.data.batch_size * (cfg.trainer.get("accumulate_grad_batches", 1) or 1),
+            cfg.lr_base_batch_size,
+        )
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return ImageClassifier(
+        net,
+        optimizer=instantiate(cfg.optimizer, lr=lr),
+        scheduler=scheduler,
+        **OmegaConf.to_container(cfg.module, resolve=True),
+        **{key: bool(cfg.trainer.get(key, False)) for key in MODULE_KEYS_IN_TRAINER},
+    )
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in MODULE_KEYS_IN_TRAINER:
+        options.pop(key, None)
+    return instantiate(options, callbacks=callbacks, logger=loggers or False)
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    return path or None
+
+
+def _optimized_value(cfg: DictConfig, trainer: L.Trainer) -> float | None:
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    callback = trainer.checkpoint_callback
+    if callback is not None and getattr(callback, "monitor", None) == name and callback.best_model_score is not None:
+        return float(callback.best_model_score)
+    if name not in trainer.callback_metrics:
+        raise ConfigError(
+            f"optimized_metric={name!r} was never logged. Logged metrics: "
+            f"{', '.join(sorted(trainer.callback_metrics)) or 'none'}."
+        )
+    return float(trainer.callback_metrics[name])
+
+
+def _summary(record: dict[str, Any], output_dir: str) -> str:
+    metrics = record.get("metrics", {})
+    best = record.get("best", {})
+    monitor = record.get("monitor", "val/acc_top1")
+    lines = [f"run {record.get('status', '?')} in {record.get('wall_time_s', 0):.1f} s"]
+    if monitor in best:
+        lines.append(f"  best {monitor}: {best[monitor]:.4f} (epoch {best.get('epoch', 0) + 1})")
+    for key in ("test/acc_top1", "test/acc_top5", "test/loss"):
+        if key in metrics:
+            lines.append(f"  {key}: {metrics[key]:.4f}")
+    lines.append(f"  run directory: {output_dir}")
+    return "\n".join(lines)
+
+
+def train(cfg: DictConfig) -> float | None:
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = cfg.paths.output_dir
+
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model)
+    module = build_module(cfg, net)
+    record = RunRecord(output_dir, monitor=cfg.callbacks.model_checkpoint.monitor
+                       if cfg.get("callbacks") and cfg.callbacks.get("model_checkpoint") else cfg.optimized_metric)
+    callbacks = [*_instantiate_group(cfg.get("callbacks")), record]
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer = build_trainer(cfg, callbacks, loggers)
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if trainer.interrupted:
+        log.warning("training was interrupted; skipping the test")
+    elif cfg.get("test", True):
+        best = _best_checkpoint(trainer)
+        if best is None:
+            log.info("no best checkpoint was saved; testing the final weights")
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+    summary = record.finish()
+    value = _optimized_value(cfg, trainer)
+    if trainer.is_global_zero:
+        log.info(_summary(summary, output_dir))
+    return value
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except UserError as error:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper decides whether one failed job stops the sweep
+        sys.exit(2)
+
+

@@ -1,0 +1,99 @@
+"""`python -m resnet_lab` as a user runs it: end to end, --cfg, --help, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import TINY, run_cli, run_dirs
+
+
+def test_fast_dev_run_writes_its_run_directory(tmp_path):
+    result = run_cli([*TINY, "debug=fast_dev_run"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert (run / "train.log").is_file()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert "test/acc_top1" in record["metrics"]
+
+
+def test_full_run_writes_checkpoints_metrics_and_summary(tmp_path):
+    result = run_cli([*TINY, "trainer.max_epochs=2"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for key in ("train/loss", "train/acc_top1", "val/loss", "val/acc_top1", "val/acc_top5",
+                "test/acc_top1", "train/lr", "train/images_per_sec"):
+        assert key in header, key
+    log = result.stdout + result.stderr
+    assert "best val/acc_top1" in log and "test/acc_top1" in log and str(run) in log
+    record = json.loads((run / "run.json").read_text())
+    assert record["epochs_done"] == 2 and record["epochs_planned"] == 2
+
+
+def test_two_runs_started_together_get_separate_directories(tmp_path):
+    command = [sys.executable, "-m", "resnet_lab", *TINY, "debug=fast_dev_run"]
+    procs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    runs = run_dirs(tmp_path)
+    assert len(runs) == 2
+    assert all((run / "run.json").is_file() for run in runs)
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    result = run_cli(["--cfg", "job", "model=resnet56", "optimizer.lr=0.05"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "name: resnet56" in result.stdout
+    assert "lr: 0.05" in result.stdout
+    assert not (tmp_path / "outputs" / "runs").exists()
+
+
+def test_help_lists_groups_and_options(tmp_path):
+    result = run_cli(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for group in ("model:", "data:", "optimizer:", "scheduler:", "trainer:", "logger:",
+                  "callbacks:", "experiment:", "debug:"):
+        assert group in result.stdout, group
+    assert "resnet20" in result.stdout and "onecycle" in result.stdout
+
+
+def _unwritable(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    return f"paths.log_dir={blocker}/outputs"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model=resnet_nonexistent", "Available options"),
+        ("data.batch_size=0", "data.batch_size must be a positive integer"),
+        ("data.batch_size=-8", "data.batch_size must be a positive integer"),
+        ("optimizer.lr=-0.1", "optimizer.lr must be a positive number"),
+        ("optimizer.lr=0", "optimizer.lr must be a positive number"),
+        ("trainer.max_epochs=0", "trainer.max_epochs must be a positive integer"),
+        ("trainer.precision=17-mixed", "trainer.precision='17-mixed' is not a precision"),
+        ("trainer.devices=3", "must divide evenly over 3 devices"),
+        (_unwritable, "cannot write run outputs"),
+    ],
+)
+def test_bad_input_is_one_clear_message(tmp_path, override, message):
+    override = override(tmp_path) if callable(override) else override
+    result = run_cli([*TINY, override], tmp_path, timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert message in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert not (tmp_path / "outputs" / "runs").exists() or not any(
+        (run / "run.json").exists() for run in run_dirs(tmp_path)
+    ), "no training may start on bad input"
