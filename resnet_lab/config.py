@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import time
 from pathlib import Path
 from typing import get_args
@@ -45,7 +46,20 @@ def run_id(kind: str = "run") -> str:
 
 
 def writable_dir(path: str) -> str:
-    """Check that ``path`` exists as a writable directory or can be created; return it."""
+    """Check that ``path`` exists as a writable directory or can be created; return it.
+
+    Hydra resolves this while choosing the run directory, before any job code runs, and
+    prints any exception raised there with a stack trace. So a bad path is reported here
+    and the process exits with status 2 (SystemExit passes through Hydra untouched).
+    """
+    try:
+        return _check_writable(path)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _check_writable(path: str) -> str:
     target = Path(path).expanduser()
     probe = target
     while not probe.exists():
@@ -96,9 +110,16 @@ def _device_count(devices) -> int | None:
 
 
 def precisions() -> tuple[str, ...]:
+    """Lightning's precision names (its own list, so new ones are accepted as they come)."""
     from lightning.fabric.connector import _PRECISION_INPUT_STR
 
     return tuple(str(p) for p in get_args(_PRECISION_INPUT_STR))
+
+
+def _precision_aliases() -> tuple[str, ...]:
+    from lightning.fabric.connector import _PRECISION_INPUT_STR_ALIAS
+
+    return tuple(str(p) for p in get_args(_PRECISION_INPUT_STR_ALIAS))
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -114,7 +135,7 @@ def check_config(cfg: DictConfig) -> None:
         _positive(cfg, "trainer.max_epochs", integer=True)
     precision = str(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
     allowed = precisions()
-    if precision not in allowed:
+    if precision not in allowed + _precision_aliases():
         raise ConfigError(
             f"trainer.precision={precision!r} is not a precision Lightning knows. Allowed: "
             f"{', '.join(allowed)}."

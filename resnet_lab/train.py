@@ -150,7 +150,6 @@ def main(cfg: DictConfig) -> float | None:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper decides whether one failed job stops the sweep
