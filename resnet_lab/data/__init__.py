@@ -1,7 +1,16 @@
 """Lightning data modules. They know nothing of models."""
 
 from resnet_lab.data.base import ImageDataModule, per_device_batch_size
+from resnet_lab.data.cifar import CifarDataModule
 from resnet_lab.data.digits import DigitsDataModule
+from resnet_lab.data.in_memory import InMemoryImageDataModule
 from resnet_lab.data.synthetic import SyntheticDataModule
 
-__all__ = ["DigitsDataModule", "ImageDataModule", "SyntheticDataModule", "per_device_batch_size"]
+__all__ = [
+    "CifarDataModule",
+    "DigitsDataModule",
+    "ImageDataModule",
+    "InMemoryImageDataModule",
+    "SyntheticDataModule",
+    "per_device_batch_size",
+]

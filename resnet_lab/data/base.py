@@ -3,17 +3,30 @@
 A data module knows nothing of models. It exposes what a model config needs by
 interpolation (``num_classes``, ``in_chans``, ``image_size``, ``classes``) and takes the
 *global* batch size: each device gets ``batch_size / world_size`` images per step.
+
+Batches are ``(images, labels)``: float32 NCHW normalized images and int64 class indices, or,
+while MixUp or CutMix is on, training targets of shape ``(N, num_classes)`` that sum to one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import lightning as L
+import torch
+import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from resnet_lab.data.mixing import BatchMixer
 from resnet_lab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# The label a data set returns for a sample it could not read (see ImageFileDataset); such
+# samples are dropped from the batch in on_after_batch_transfer.
+UNREADABLE = -1
 
 
 def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
@@ -35,9 +48,14 @@ class ImageDataModule(L.LightningDataModule):
     """Base class: holds the dataset description and builds the three loaders.
 
     Subclasses set ``self.train_set``, ``self.val_set`` and ``self.test_set`` in ``setup``
-    and may override ``train_transform_batch`` to augment whole batches after they reach the
-    device (the fast path for data sets that fit in memory).
+    and may override ``train_transform_batch`` to augment whole training batches after they
+    reach the device. MixUp / CutMix (``mixup_alpha``, ``cutmix_alpha``, ``mix_prob``,
+    ``cutmix_prob``; see ``BatchMixer``) run after it, on every data set.
     """
+
+    # Data sets that may meet an unreadable file mid-epoch set this; their batches are then
+    # checked for UNREADABLE labels (a device sync per batch, so only where it can happen).
+    may_skip_samples = False
 
     def __init__(
         self,
@@ -51,6 +69,10 @@ class ImageDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         classes: Sequence[str] | None = None,
         seed: int = 0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
+        cutmix_prob: float = 0.5,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -61,6 +83,8 @@ class ImageDataModule(L.LightningDataModule):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
+        if eval_batch_size is not None and (not isinstance(eval_batch_size, int) or eval_batch_size <= 0):
+            raise ConfigError(f"data.eval_batch_size must be a positive integer or null, got {eval_batch_size!r}.")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
         self.num_classes = num_classes
@@ -72,21 +96,38 @@ class ImageDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.seed = seed
         self.classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+        self.mixer = BatchMixer(
+            num_classes,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            prob=mix_prob,
+            cutmix_prob=cutmix_prob,
+        )
+        self.skipped_samples = 0
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
     @property
     def world_size(self) -> int:
-        trainer = self.trainer
-        return trainer.world_size if trainer is not None else 1
+        if self.trainer is not None:
+            return self.trainer.world_size
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
     @property
     def rank(self) -> int:
-        trainer = self.trainer
-        return trainer.global_rank if trainer is not None else 0
+        if self.trainer is not None:
+            return self.trainer.global_rank
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
-    def _sampler(self, dataset: Dataset, *, train: bool) -> Sampler:
+    @property
+    def device(self) -> torch.device:
+        """The device this process trains on (CPU without a trainer)."""
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _sampler(self, dataset: Sequence | Dataset, *, train: bool) -> Sampler:
         """Samplers that make the data order a pure function of (seed, epoch, rank).
 
         Training uses a ``DistributedSampler`` even on one device: its order depends only on
@@ -130,3 +171,31 @@ class ImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False, stage="test")
+
+    def train_transform_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Augment a training batch on the device; identity unless a data module overrides it."""
+        return images
+
+    def drop_unreadable(self, images: torch.Tensor, labels: torch.Tensor):
+        """Remove samples whose file could not be decoded; count them and say so in the log."""
+        readable = labels != UNREADABLE
+        if bool(readable.all()):
+            return images, labels
+        skipped = int((~readable).sum())
+        self.skipped_samples += skipped
+        log.warning(
+            "skipped %d unreadable image(s) in this batch, %d in this run so far (the file names "
+            "are in the warnings above)",
+            skipped,
+            self.skipped_samples,
+        )
+        return images[readable], labels[readable]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        if self.may_skip_samples:
+            images, labels = self.drop_unreadable(images, labels)
+        if self.trainer is not None and self.trainer.training:
+            images = self.train_transform_batch(images)
+            images, labels = self.mixer(images, labels)
+        return images, labels

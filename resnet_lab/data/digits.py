@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from resnet_lab.data.augment import crop_flip
 from resnet_lab.data.base import ImageDataModule
 from resnet_lab.errors import ConfigError
 
@@ -78,18 +79,11 @@ class DigitsDataModule(ImageDataModule):
         self.val_set = TensorDataset(images[val], labels[val])
         self.test_set = TensorDataset(images[test], labels[test])
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Random translation by up to ``max_shift`` pixels, training batches only, on device."""
-        if self.trainer is None or not self.trainer.training or self.max_shift == 0:
-            return batch
-        images, labels = batch
-        pad = self.max_shift
-        padded = F.pad(images, (pad, pad, pad, pad), value=float(images.amin()))
-        n, _, h, w = images.shape
-        dx = torch.randint(0, 2 * pad + 1, (n,), device=images.device)
-        dy = torch.randint(0, 2 * pad + 1, (n,), device=images.device)
-        rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-        batch_index = torch.arange(n, device=images.device)[:, None, None, None]
-        channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
-        return padded[batch_index, channel, rows, cols], labels
+    def train_transform_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Random translation by up to ``max_shift`` pixels, on the device.
+
+        The border is filled with the batch minimum (the normalized background).
+        """
+        if self.max_shift == 0:
+            return images
+        return crop_flip(images, pad=self.max_shift, flip=False, fill=float(images.amin()))
