@@ -130,6 +130,7 @@ def write_image_tree(
 
 def tar_gz(path: Path, members: dict[str, bytes]) -> Path:
     """Write a tar.gz holding ``members`` ({name in the archive: bytes})."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
