@@ -1,0 +1,158 @@
+"""``python -m resnet_lab.bench``: see ``resnet_lab.bench`` and docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from resnet_lab.bench.settings import PRECISION_ALIASES, PRECISIONS, SECTIONS, BenchSettings
+from resnet_lab.errors import ConfigError, UserError
+
+DEFAULTS = BenchSettings()
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m resnet_lab.bench",
+        description=(
+            "Training and inference throughput of our Lightning path against a plain PyTorch "
+            "loop, our ResNets against torchvision's, and the device-resident data path against "
+            "the DataLoader path: warm-up excluded, device synchronized at window boundaries, "
+            "paths alternating in one process, medians of repeated blocks."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    what = p.add_argument_group("what to measure")
+    what.add_argument("--sections", default=",".join(DEFAULTS.sections),
+                      help=f"comma-separated, from {', '.join(SECTIONS)}; or all")
+    what.add_argument("--model", default=DEFAULTS.model, help="model of the train and infer sections (python -m resnet_lab.models lists them)")
+    what.add_argument("--compare-models", default=",".join(DEFAULTS.compare_models),
+                      help="models of the torchvision section (names both have)")
+    shape = p.add_argument_group("input")
+    shape.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    shape.add_argument("--image-size", type=int, default=DEFAULTS.image_size)
+    shape.add_argument("--in-chans", type=int, default=DEFAULTS.in_chans)
+    shape.add_argument("--num-classes", type=int, default=DEFAULTS.num_classes)
+    run = p.add_argument_group("how to run")
+    run.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")
+    run.add_argument("--precision", default=DEFAULTS.precision,
+                     help=f"{', '.join(PRECISIONS)} (or {', '.join(PRECISION_ALIASES)})")
+    run.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=DEFAULTS.channels_last,
+                     help="NHWC memory format for network and inputs")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=DEFAULTS.compile,
+                     help="torch.compile the network (nn.Module.compile, as the trainer.compile option does)")
+    run.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=DEFAULTS.cudnn_benchmark,
+                     help="let cuDNN pick the fastest convolution algorithms (lightning.Trainer's benchmark)")
+    run.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=DEFAULTS.deterministic,
+                     help="deterministic algorithms (lightning.Trainer's deterministic)")
+    run.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=DEFAULTS.progress_bar,
+                     help="keep Lightning's progress bar in our path (python -m resnet_lab shows one)")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    timing = p.add_argument_group("timing")
+    timing.add_argument("--warmup", type=int, default=DEFAULTS.warmup, help="untimed steps before each timed block")
+    timing.add_argument("--steps", type=int, default=DEFAULTS.steps, help="timed steps per block")
+    timing.add_argument("--repeats", type=int, default=DEFAULTS.repeats, help="timed blocks per path")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> BenchSettings:
+    sections = SECTIONS if args.sections.strip() == "all" else _names(args.sections)
+    return BenchSettings(
+        model=args.model,
+        sections=sections,
+        compare_models=_names(args.compare_models),
+        num_classes=args.num_classes,
+        in_chans=args.in_chans,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        device=args.device,
+        cudnn_benchmark=args.cudnn_benchmark,
+        warmup=args.warmup,
+        steps=args.steps,
+        repeats=args.repeats,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        progress_bar=args.progress_bar,
+    )
+
+
+def check_output(path: Path | None, overwrite: bool) -> None:
+    if path is None:
+        return
+    if path.exists() and not overwrite:
+        raise ConfigError(f"--json {path} exists; choose another path or pass --overwrite to replace it.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"--json {path}: {parent} is not a writable directory; create it or choose another path.")
+
+
+def quiet_lightning() -> None:
+    """Lightning's per-fit banners (GPU available, tips) would repeat once per timed block."""
+    import lightning  # noqa: F401  (its import sets these loggers' levels; override them after)
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run(settings: BenchSettings, args: argparse.Namespace) -> dict:
+    import torch
+
+    from resnet_lab.bench.machine import load_average, machine_info
+    from resnet_lab.bench.report import build_payload
+    from resnet_lab.bench.results import SectionResult
+    from resnet_lab.bench.sections import check_names, run_sections
+
+    check_names(settings)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be a positive integer, got {args.threads}.")
+        torch.set_num_threads(args.threads)
+    quiet_lightning()
+    started = time.perf_counter()
+    before = load_average()
+    result: SectionResult = run_sections(settings)
+    return build_payload(
+        settings,
+        result,
+        machine=machine_info(settings.torch_device),
+        command=["python", "-m", "resnet_lab.bench", *sys.argv[1:]],
+        load_average={"before": before, "after": load_average()},
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        check_output(args.json, args.overwrite)
+        payload = run(settings, args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from resnet_lab.bench.report import format_table, write_json
+
+    print(format_table(payload))
+    if args.json is not None:
+        write_json(args.json, payload)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

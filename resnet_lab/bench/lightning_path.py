@@ -1,0 +1,130 @@
+"""Our training path as ``python -m resnet_lab`` builds it: ``ImageClassifier`` + ``lightning.Trainer``.
+
+Built directly, not through Hydra (the benchmark runs where Hydra is not installed), from the
+same factories and the trainer defaults of ``conf/trainer/default.yaml``. Switched off, as a
+benchmark would switch them off and as the plain loop has none of them: the logger (the CSV
+file), checkpointing, validation, and the progress bar unless ``--progress-bar``. Everything
+of a training step stays: ``training_step`` with its ``self.log`` calls and accuracy metrics,
+the fit loop, the data fetcher, ``batch_to_device``, the precision plugin, the per-step
+scheduler, and the metric collection Lightning runs every ``log_every_n_steps``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+from torch import nn
+
+from resnet_lab.bench.settings import BenchSettings
+from resnet_lab.bench.timing import Block, PeakMemory, Window
+from resnet_lab.bench.workload import SyntheticBatches, optimizer_factory, scheduler_factory
+from resnet_lab.module import ImageClassifier
+
+# conf/trainer/default.yaml's values of the arguments that act during training steps
+# (tests/test_bench.py checks that they still agree with the config).
+TRAINER_DEFAULTS = {
+    "num_nodes": 1,
+    "log_every_n_steps": 10,
+    "gradient_clip_val": None,
+    "accumulate_grad_batches": 1,
+    "enable_model_summary": False,
+}
+# What the benchmark switches off in our path; the plain loop has none of it either.
+SWITCHED_OFF = {
+    "logger": False,  # train.py: CSVLogger, writing metrics.csv
+    "enable_checkpointing": False,  # train.py: ModelCheckpoint (best and last)
+    "limit_val_batches": 0,  # no validation between the timed steps
+    "num_sanity_val_steps": 0,
+}
+# Warnings every fit above would print, about what the benchmark does on purpose.
+EXPECTED_WARNINGS = (
+    r".*validation_step.* but have no .*val_dataloader",
+    r".*isinstance\(treespec, LeafSpec\)",  # Lightning 2.6 with torch >= 2.10, harmless
+)
+
+
+class StepWindow(L.Callback):
+    """Times a fit from the end of its last warm-up step to the end of its last step."""
+
+    def __init__(self, warmup: int, steps: int, window: Window) -> None:
+        self.warmup = warmup
+        self.steps = steps
+        self.window = window
+        self.done = 0
+        self.losses: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        self.losses.append(loss.detach())
+        self.done += 1
+        if self.done == self.warmup:
+            self.window.start()
+        elif self.done == self.warmup + self.steps:
+            self.window.stop()
+
+
+def trainer_devices(device: torch.device) -> int | list[int]:
+    return [device.index] if device.index is not None else 1
+
+
+class LightningPath:
+    """Trains ``net`` through ``ImageClassifier`` and a fresh ``lightning.Trainer`` per block.
+
+    The module (and so the network and its compiled form) lives across blocks; each fit
+    builds its optimizer and schedule anew, as the plain loop does.
+    """
+
+    def __init__(self, net: nn.Module, settings: BenchSettings, *, label_smoothing: float = 0.0) -> None:
+        self.settings = settings
+        self.module = ImageClassifier(
+            net,
+            optimizer=optimizer_factory(settings.batch_size),
+            scheduler=scheduler_factory(),
+            num_classes=settings.num_classes,
+            label_smoothing=label_smoothing,
+            decay_norm_and_bias=False,
+            channels_last=settings.channels_last,
+            compile=settings.compile,
+        )
+        self.memory = PeakMemory(settings.torch_device)
+
+    @property
+    def net(self) -> nn.Module:
+        return self.module.net
+
+    def trainer(self, max_steps: int, callbacks: list[L.Callback], root_dir: str) -> L.Trainer:
+        settings = self.settings
+        return L.Trainer(
+            accelerator=settings.torch_device.type,
+            devices=trainer_devices(settings.torch_device),
+            precision=settings.precision,
+            max_steps=max_steps,
+            deterministic=settings.deterministic,
+            benchmark=settings.cudnn_benchmark,
+            enable_progress_bar=settings.progress_bar,
+            callbacks=callbacks,
+            default_root_dir=root_dir,
+            **TRAINER_DEFAULTS,
+            **SWITCHED_OFF,
+        )
+
+    def run(self, warmup: int, steps: int) -> Block:
+        settings = self.settings
+        timer = StepWindow(warmup, steps, Window(settings.torch_device, self.memory))
+        with tempfile.TemporaryDirectory(prefix="resnet_lab_bench_") as root_dir, warnings.catch_warnings():
+            for message in EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            trainer = self.trainer(warmup + steps, [timer], root_dir)
+            trainer.fit(self.module, train_dataloaders=SyntheticBatches(settings, warmup + steps))
+        if timer.window.seconds is None:
+            raise RuntimeError(f"the fit ended after {timer.done} of {warmup + steps} steps")
+        return Block(
+            images=steps * settings.batch_size,
+            seconds=timer.window.seconds,
+            peak_memory_mb=timer.window.peak_memory_mb,
+            losses=torch.stack(timer.losses).tolist(),
+        )

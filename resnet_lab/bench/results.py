@@ -1,0 +1,79 @@
+"""What a section returns: measurements (images/s over repeated blocks) and ratios between them."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from resnet_lab.bench.timing import Block, summary
+
+
+@dataclass
+class Measurement:
+    section: str
+    name: str
+    images_per_s: dict[str, Any]  # median, min, max, samples (one per timed block)
+    peak_memory_mb: float | None  # the highest of the blocks' peaks
+    memory_kind: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_blocks(cls, section: str, name: str, blocks: list[Block], memory_kind: str | None, **details) -> Measurement:
+        peaks = [b.peak_memory_mb for b in blocks if b.peak_memory_mb is not None]
+        return cls(
+            section=section,
+            name=name,
+            images_per_s=summary([b.images_per_s for b in blocks]),
+            peak_memory_mb=max(peaks) if peaks else None,
+            memory_kind=memory_kind,
+            details=details,
+        )
+
+    @property
+    def median(self) -> float:
+        return self.images_per_s["median"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Ratio:
+    """``numerator / denominator`` throughput: the median of the ratios of blocks run side by
+    side (block i of one path against block i of the other), so that a slow spell of the
+    machine, which hits both blocks of a pair, cancels."""
+
+    section: str
+    numerator: str
+    denominator: str
+    value: float
+    samples: list[float]
+    target: float | None = None
+
+    @classmethod
+    def paired(cls, section: str, numerator: Measurement, denominator: Measurement, target: float | None = None) -> Ratio:
+        samples = [
+            a / b
+            for a, b in zip(numerator.images_per_s["samples"], denominator.images_per_s["samples"])
+        ]
+        return cls(section, numerator.name, denominator.name, statistics.median(samples), samples, target)
+
+    @property
+    def meets_target(self) -> bool | None:
+        return None if self.target is None else self.value >= self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "meets_target": self.meets_target}
+
+
+@dataclass
+class SectionResult:
+    measurements: list[Measurement] = field(default_factory=list)
+    ratios: list[Ratio] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def extend(self, other: SectionResult) -> None:
+        self.measurements += other.measurements
+        self.ratios += other.ratios
+        self.notes += other.notes

@@ -1,0 +1,80 @@
+"""What every path trains on: the model, the synthetic batches, the optimizer and schedule."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from resnet_lab import schedulers
+from resnet_lab.bench.settings import BenchSettings
+
+# The defaults of `python -m resnet_lab`: conf/optimizer/sgd.yaml, conf/scheduler/cosine.yaml
+# and lr_base_batch_size in conf/train.yaml, written out so that the benchmark needs no
+# Hydra (tests/test_bench.py checks that they still agree with the configs).
+SGD_DEFAULTS = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5.0e-4}
+LR_BASE_BATCH_SIZE = 256  # optimizer.lr is per this many images
+COSINE_DEFAULTS = {"warmup_epochs": 0, "warmup_start_factor": 0.01, "min_lr_ratio": 0.0}
+
+
+def optimizer_factory(batch_size: int) -> functools.partial:
+    """SGD as the ``optimizer`` partial of train.py, its LR scaled to ``batch_size``."""
+    options = dict(SGD_DEFAULTS, lr=SGD_DEFAULTS["lr"] * batch_size / LR_BASE_BATCH_SIZE)
+    return functools.partial(torch.optim.SGD, **options)
+
+
+def scheduler_factory() -> functools.partial:
+    return functools.partial(schedulers.cosine, **COSINE_DEFAULTS)
+
+
+def build_net(name: str, settings: BenchSettings) -> nn.Module:
+    """One of our models, with initial weights fixed by ``settings.seed``."""
+    from resnet_lab.models import build_model
+
+    torch.manual_seed(settings.seed)
+    return build_model(name, num_classes=settings.num_classes, in_chans=settings.in_chans)
+
+
+def prepare(net: nn.Module, settings: BenchSettings) -> nn.Module:
+    """Device, memory format and compilation, as ``ImageClassifier.configure_model`` does them."""
+    net.to(settings.torch_device)
+    if settings.channels_last:
+        net.to(memory_format=torch.channels_last)
+    if settings.compile:
+        net.compile()
+    return net
+
+
+class SyntheticBatches:
+    """``length`` batches cycled from a pool of ``pool`` distinct batches already on the device.
+
+    Every pass yields the same batches in the same order. Both training paths read them, so
+    their ratio measures the training loop alone (the data paths have a section of their
+    own). Each class has a fixed pattern under the noise, so the loss can fall.
+    """
+
+    def __init__(self, settings: BenchSettings, length: int, *, pool: int = 3) -> None:
+        generator = torch.Generator().manual_seed(settings.seed)
+        size, channels, classes = settings.image_size, settings.in_chans, settings.num_classes
+        patterns = torch.randn(classes, channels, size, size, generator=generator)
+        labels = torch.randint(classes, (pool, settings.batch_size), generator=generator)
+        images = patterns[labels] + torch.randn(
+            pool, settings.batch_size, channels, size, size, generator=generator
+        )
+        self.images = images.to(settings.torch_device)
+        self.labels = labels.to(settings.torch_device)
+        self.length = length
+
+    @property
+    def batch_size(self) -> int:
+        return self.images.shape[1]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for step in range(self.length):
+            index = step % len(self.images)
+            yield self.images[index], self.labels[index]
