@@ -57,7 +57,7 @@ def _parse_time(text: str | None) -> datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
 
 
-def _process_matches(pid: int, command: str) -> bool | None:
+def process_alive(pid: int, command: str) -> bool | None:
     """Whether process ``pid`` is alive and runs ``command`` (None: cannot tell)."""
     try:
         os.kill(pid, 0)
@@ -331,7 +331,7 @@ class Run:
         record = self.record
         pid, host = record.get("pid"), record.get("host")
         if isinstance(pid, int) and host == socket.gethostname():
-            return _process_matches(pid, str(record.get("command", "")))
+            return process_alive(pid, str(record.get("command", "")))
         updated = _parse_time(record.get("updated"))
         if updated is not None and (datetime.now(timezone.utc) - updated).total_seconds() > STALE_AFTER_S:
             return False

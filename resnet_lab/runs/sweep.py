@@ -99,12 +99,16 @@ def sweep_data(sweep_dir: Path, root: Path | None = None) -> dict[str, Any]:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank if row["status"] == "finished" and row["value"] is not None else None
+    common = [o for o in rows[0]["overrides"] if all(o in row["overrides"] for row in rows)] if rows else []
+    for row in rows:
+        row["varied"] = [o for o in row["overrides"] if o not in common]
     return {
         "sweep_dir": str(sweep_dir),
         "metric": metric,
         "direction": direction,
         "study": study_name,
         "counts": counts,
+        "common_overrides": common,
         "jobs": rows,
     }
 
@@ -115,6 +119,8 @@ def sweep_renderables(data: dict[str, Any]) -> list[Any]:
               f"ranked by best {data['metric']} ({data['direction']})")
     if data["study"]:
         header += f"; Optuna study {data['study']!r} in {STUDY_FILE}"
+    if data["common_overrides"]:
+        header += "\nevery job: " + " ".join(data["common_overrides"])
     table = Table(box=box.SIMPLE_HEAD, header_style="bold")
     for heading, justify in (("rank", "right"), ("job", "right"), ("status", "left"),
                              (data["metric"], "right"), ("epochs", "right"), ("wall time", "right"),
@@ -124,7 +130,7 @@ def sweep_renderables(data: dict[str, Any]) -> list[Any]:
         table.add_row(
             str(row["rank"]) if row["rank"] else "-", row["job"], row["status"],
             format_number(row["value"]), f"{row['epochs_done'] or 0}/{row['epochs_planned'] or '-'}",
-            format_duration(row["wall_time_s"]), " ".join(row["overrides"]),
+            format_duration(row["wall_time_s"]), " ".join(row["varied"]),
         )
     out: list[Any] = [header, table]
     best = next((row for row in data["jobs"] if row["rank"] == 1), None)
