@@ -161,15 +161,15 @@ class FashionMnistDataModule(InMemoryImageDataModule):
         for file in self.files.values():
             fetch(file.remote(MIRROR), self.root, download=True)
 
-    def read(self, folder: Path, file: IdxFile) -> bytes:
-        """The verified uncompressed bytes of ``file`` in ``folder``."""
+    def read(self, folder: Path, file: IdxFile) -> tuple[Path, bytes]:
+        """The path and the verified uncompressed bytes of ``file`` in ``folder``."""
         path = self._present(folder, file)
         if path is None:
             raise DataError(self._missing_message())
         raw = path.read_bytes()
         if path.suffix == ".gz":
             if hashlib.md5(raw, usedforsecurity=False).hexdigest() == file.gz_md5:
-                return gzip.decompress(raw)
+                return path, gzip.decompress(raw)
             try:
                 raw = gzip.decompress(raw)
             except (OSError, EOFError, zlib.error) as error:
@@ -184,7 +184,7 @@ class FashionMnistDataModule(InMemoryImageDataModule):
                 f"not {file.content_md5}. It is corrupt or another file; delete it, and the data "
                 "module then finds or downloads an intact copy."
             )
-        return raw
+        return path, raw
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         folder = self.find_folder()
@@ -193,8 +193,10 @@ class FashionMnistDataModule(InMemoryImageDataModule):
         prefix = "train" if train else "t10k"
         image_file = self.files[f"{prefix}-images-idx3-ubyte"]
         label_file = self.files[f"{prefix}-labels-idx1-ubyte"]
-        images = parse_idx(self.read(folder, image_file), path=folder / image_file.name, ndim=3)
-        labels = parse_idx(self.read(folder, label_file), path=folder / label_file.name, ndim=1)
+        image_path, image_bytes = self.read(folder, image_file)
+        label_path, label_bytes = self.read(folder, label_file)
+        images = parse_idx(image_bytes, path=image_path, ndim=3)
+        labels = parse_idx(label_bytes, path=label_path, ndim=1)
         if len(images) != len(labels) or images.shape[1:] != (28, 28):
             raise DataError(
                 f"{folder} holds {len(images)} images of {images.shape[1:]} pixels and {len(labels)} "
@@ -203,7 +205,7 @@ class FashionMnistDataModule(InMemoryImageDataModule):
             )
         if len(labels) and labels.max() >= self.num_classes:
             raise DataError(
-                f"{folder / label_file.name} has label {labels.max()}, outside [0, 9]. Delete the "
+                f"{label_path} has label {labels.max()}, outside [0, 9]. Delete the "
                 "files; the data module then finds or downloads an intact copy."
             )
         images = torch.from_numpy(images.copy()).unsqueeze(1)
