@@ -67,18 +67,21 @@ def process_alive(pid: int, command: str) -> bool | None:
         pass  # alive, owned by someone else
     except OSError:
         return None
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if not cmdline.exists():
-        return True
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():
+        return True  # no procfs (macOS): alive is all we know
     try:
-        argv = cmdline.read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
-    except OSError:
-        return True
-    if not argv or argv == [""]:  # a zombie: exited, not yet reaped
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        argv = (proc / "cmdline").read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
+    except (OSError, IndexError):
+        return None
+    if state == "Z":  # exited, not yet reaped by its parent
         return False
     # A reused pid runs something else: compare the arguments after the program name.
     _, _, args = command.partition(" ")
-    return not args or " ".join(argv).endswith(args)
+    if not args or argv == [""]:  # no arguments to compare, or exec still under way
+        return True
+    return " ".join(argv).endswith(args)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 The syntax is Hydra's own (and hydra-optuna-sweeper's): ``choice(a, b)`` is categorical,
 ``range(lo, hi, step)`` an int or float grid (``hi`` excluded, as in Python),
-``interval(lo, hi)`` uniform, ``tag(log, interval(lo, hi))`` log-uniform. Anything else is a
-fixed override passed to every trial as written.
+``interval(lo, hi)`` uniform over floats (``int(interval(lo, hi))`` over integers),
+``tag(log, interval(lo, hi))`` log-uniform. Anything else is a fixed override passed to
+every trial as written.
 """
 
 from __future__ import annotations
