@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -75,13 +76,21 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        # torch reports a disallowed class as "Unsupported global: GLOBAL <name>"; any other
+        # unpickling error means the bytes are not a pickle at all.
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if unsafe:
+            raise CheckpointError(
+                f"model.weights={str(path)!r} holds Python objects ({unsafe.group(1)}) that "
+                "torch.load(weights_only=True) refuses to unpickle, since unpickling can run "
+                "arbitrary code. Load it where you trust it and save "
+                "torch.save(model.state_dict(), path) instead."
+            ) from error
         raise CheckpointError(
-            f"model.weights={str(path)!r} holds Python objects that torch.load(weights_only=True) "
-            "refuses to unpickle, since unpickling can run arbitrary code. Load it where you "
-            "trust it and save torch.save(model.state_dict(), path) instead. "
-            f"({str(error).splitlines()[0]})"
+            f"model.weights={str(path)!r} could not be read as a PyTorch file: it is not one "
+            "written by torch.save, or it is truncated."
         ) from error
-    except Exception as error:  # truncated zip, not a torch file, a directory ...
+    except Exception as error:  # a truncated zip archive, a directory, no permission ...
         raise CheckpointError(
             f"model.weights={str(path)!r} could not be read as a PyTorch file: {error}"
         ) from error
