@@ -6,8 +6,7 @@ Sections (``--sections``):
   + ``lightning.Trainer``) and through a plain PyTorch loop doing the same steps; their ratio
   is the framework's overhead;
 * ``infer``: inference images/s of the same model;
-* ``torchvision``: forward+backward images/s of our ResNets against torchvision's;
-* ``data``: the device-resident data path against the torchvision DataLoader path.
+* ``torchvision``: forward+backward images/s of our ResNets against torchvision's.
 
 Every measurement is warm-up steps (untimed), then a timed block of steps between two device
 synchronizations; the paths of a comparison run alternately in one process, and the report

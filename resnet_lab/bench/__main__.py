@@ -24,9 +24,9 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m resnet_lab.bench",
         description=(
             "Training and inference throughput of our Lightning path against a plain PyTorch "
-            "loop, our ResNets against torchvision's, and the device-resident data path against "
-            "the DataLoader path: warm-up excluded, device synchronized at window boundaries, "
-            "paths alternating in one process, medians of repeated blocks."
+            "loop, and of our ResNets against torchvision's: warm-up excluded, device "
+            "synchronized at window boundaries, paths alternating in one process, medians of "
+            "repeated blocks."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -63,7 +63,10 @@ def parser() -> argparse.ArgumentParser:
     timing.add_argument("--repeats", type=int, default=DEFAULTS.repeats, help="timed blocks per path")
     out = p.add_argument_group("output")
     out.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
-    out.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --profile folder's files")
+    out.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                     help="instead of the sections: profile the training steps of --model in both paths "
+                     "(torch.profiler and cProfile) and write the tables and traces to DIR")
     return p
 
 
@@ -101,6 +104,11 @@ def check_output(path: Path | None, overwrite: bool) -> None:
         raise ConfigError(f"--json {path}: {parent} is not a writable directory; create it or choose another path.")
 
 
+def check_profile_dir(path: Path | None, overwrite: bool) -> None:
+    if path is not None and path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise ConfigError(f"--profile {path} exists and is not an empty folder; choose another or pass --overwrite.")
+
+
 def quiet_lightning() -> None:
     """Lightning's per-fit banners (GPU available, tips) would repeat once per timed block."""
     import lightning  # noqa: F401  (its import sets these loggers' levels; override them after)
@@ -109,20 +117,33 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def run(settings: BenchSettings, args: argparse.Namespace) -> dict:
+def set_up_process(settings: BenchSettings, threads: int | None) -> None:
+    """Checks that need the model registry, then the process-wide settings every path shares."""
     import torch
 
+    from resnet_lab.bench.sections import check_names
+
+    check_names(settings)
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be a positive integer, got {threads}.")
+        torch.set_num_threads(threads)
+    # The values lightning.Trainer sets from its benchmark and deterministic arguments, set
+    # here too so that the paths without a Trainer run under the same flags.
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+    if settings.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(settings.deterministic)
+    quiet_lightning()
+
+
+def run(settings: BenchSettings, args: argparse.Namespace) -> dict:
     from resnet_lab.bench.machine import load_average, machine_info
     from resnet_lab.bench.report import build_payload
     from resnet_lab.bench.results import SectionResult
-    from resnet_lab.bench.sections import check_names, run_sections
+    from resnet_lab.bench.sections import run_sections
 
-    check_names(settings)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be a positive integer, got {args.threads}.")
-        torch.set_num_threads(args.threads)
-    quiet_lightning()
+    set_up_process(settings, args.threads)
     started = time.perf_counter()
     before = load_average()
     result: SectionResult = run_sections(settings)
@@ -141,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from(args)
         check_output(args.json, args.overwrite)
+        check_profile_dir(args.profile, args.overwrite)
+        if args.profile is not None:
+            from resnet_lab.bench.step_profile import profile_training
+
+            set_up_process(settings, args.threads)
+            print(profile_training(settings, args.profile))
+            return 0
         payload = run(settings, args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -24,4 +24,4 @@ def run_inference(net: nn.Module, settings: BenchSettings, memory: PeakMemory, w
                 window.start()
     window.stop()
     net.train(was_training)
-    return Block(images=steps * settings.batch_size, seconds=window.seconds, peak_memory_mb=window.peak_memory_mb)
+    return Block.of(window, steps * settings.batch_size)

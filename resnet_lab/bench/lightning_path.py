@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 
 import lightning as L
 import torch
@@ -112,9 +113,10 @@ class LightningPath:
             **SWITCHED_OFF,
         )
 
-    def run(self, warmup: int, steps: int) -> Block:
+    def run(self, warmup: int, steps: int, *, profilers: Sequence[AbstractContextManager] = ()) -> Block:
+        """A fresh fit of ``warmup`` untimed and ``steps`` timed steps; see ``PlainLoop.run``."""
         settings = self.settings
-        timer = StepWindow(warmup, steps, Window(settings.torch_device, self.memory))
+        timer = StepWindow(warmup, steps, Window(settings.torch_device, self.memory, profilers))
         with tempfile.TemporaryDirectory(prefix="resnet_lab_bench_") as root_dir, warnings.catch_warnings():
             for message in EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
@@ -122,9 +124,4 @@ class LightningPath:
             trainer.fit(self.module, train_dataloaders=SyntheticBatches(settings, warmup + steps))
         if timer.window.seconds is None:
             raise RuntimeError(f"the fit ended after {timer.done} of {warmup + steps} steps")
-        return Block(
-            images=steps * settings.batch_size,
-            seconds=timer.window.seconds,
-            peak_memory_mb=timer.window.peak_memory_mb,
-            losses=torch.stack(timer.losses).tolist(),
-        )
+        return Block.of(timer.window, steps * settings.batch_size, torch.stack(timer.losses).tolist())

@@ -59,6 +59,8 @@ def run_model_sections(settings: BenchSettings) -> SectionResult:
         lightning.details["largest_loss_difference_vs_plain"] = difference
         result.measurements += [lightning, reference]
         result.ratios.append(Ratio.paired("train", lightning, reference, target=OVERHEAD_TARGET))
+        if settings.torch_device.type == "cpu":
+            result.ratios.append(Ratio.paired("train", lightning, reference, basis="cpu_time"))
     if "infer" in settings.sections:
         memory = PeakMemory(settings.torch_device)
         blocks = [run_inference(plain.net, settings, memory, settings.warmup, settings.steps) for _ in range(settings.repeats)]

@@ -35,7 +35,7 @@ def forward_backward(net: nn.Module, settings: BenchSettings, memory: PeakMemory
         if step == warmup - 1:
             window.start()
     window.stop()
-    return Block(images=steps * settings.batch_size, seconds=window.seconds, peak_memory_mb=window.peak_memory_mb)
+    return Block.of(window, steps * settings.batch_size)
 
 
 def same_function(ours: nn.Module, theirs: nn.Module, settings: BenchSettings) -> float:

@@ -7,6 +7,9 @@ groups, the schedule, the loss, the precision), so the throughput ratio is our o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,15 +29,18 @@ class PlainLoop:
         self.label_smoothing = label_smoothing
         self.memory = PeakMemory(settings.torch_device)
 
-    def run(self, warmup: int, steps: int) -> Block:
-        """``warmup`` untimed steps then ``steps`` timed ones, with a fresh optimizer and schedule."""
+    def run(self, warmup: int, steps: int, *, profilers: Sequence[AbstractContextManager] = ()) -> Block:
+        """``warmup`` untimed steps then ``steps`` timed ones, with a fresh optimizer and schedule.
+
+        ``profilers`` are entered and exited at the boundaries of the timed steps.
+        """
         settings, net = self.settings, self.net
         total = warmup + steps
         factory = optimizer_factory(settings.batch_size)
         optimizer = factory(param_groups(net, factory.keywords["weight_decay"], decay_norm_and_bias=False))
         scheduler = scheduler_factory()(optimizer, total_steps=total, steps_per_epoch=float(total))
         scaler = torch.amp.GradScaler(settings.torch_device.type) if settings.precision == "16-mixed" else None
-        window = Window(settings.torch_device, self.memory)
+        window = Window(settings.torch_device, self.memory, profilers)
         losses = []
         net.train()
         for step, (images, labels) in enumerate(SyntheticBatches(settings, total)):
@@ -56,9 +62,4 @@ class PlainLoop:
             if step == warmup - 1:
                 window.start()
         window.stop()
-        return Block(
-            images=steps * settings.batch_size,
-            seconds=window.seconds,
-            peak_memory_mb=window.peak_memory_mb,
-            losses=torch.stack(losses).tolist(),
-        )
+        return Block.of(window, steps * settings.batch_size, torch.stack(losses).tolist())

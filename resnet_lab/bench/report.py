@@ -45,8 +45,9 @@ def format_table(payload: dict[str, Any]) -> str:
             verdict = ""
             if r["target"] is not None:
                 verdict = f"  target >= {r['target']:g}: {'met' if r['meets_target'] else 'NOT met'}"
+            basis = " (by process CPU time)" if r["basis"] == "cpu_time" else ""
             lines.append(
-                f"  {r['numerator']} / {r['denominator']}: {r['value']:.3f}"
+                f"  {r['numerator']} / {r['denominator']}{basis}: {r['value']:.3f}"
                 f"  (blocks {min(r['samples']):.3f} .. {max(r['samples']):.3f}){verdict}"
             )
     kinds = {m["memory_kind"] for m in payload["measurements"]} - {None}

@@ -14,6 +14,7 @@ class Measurement:
     section: str
     name: str
     images_per_s: dict[str, Any]  # median, min, max, samples (one per timed block)
+    images_per_cpu_s: dict[str, Any]  # the same per second of this process's CPU time
     peak_memory_mb: float | None  # the highest of the blocks' peaks
     memory_kind: str | None
     details: dict[str, Any] = field(default_factory=dict)
@@ -25,6 +26,7 @@ class Measurement:
             section=section,
             name=name,
             images_per_s=summary([b.images_per_s for b in blocks]),
+            images_per_cpu_s=summary([b.images_per_cpu_s for b in blocks]),
             peak_memory_mb=max(peaks) if peaks else None,
             memory_kind=memory_kind,
             details=details,
@@ -36,6 +38,11 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# What a ratio divides: wall-clock images/s (the measure), or images per second of the
+# process's CPU time (on a CPU shared with other processes, the steadier estimate of the same).
+BASES = {"wall": "images_per_s", "cpu_time": "images_per_cpu_s"}
 
 
 @dataclass
@@ -50,14 +57,17 @@ class Ratio:
     value: float
     samples: list[float]
     target: float | None = None
+    basis: str = "wall"
 
     @classmethod
-    def paired(cls, section: str, numerator: Measurement, denominator: Measurement, target: float | None = None) -> Ratio:
-        samples = [
-            a / b
-            for a, b in zip(numerator.images_per_s["samples"], denominator.images_per_s["samples"])
-        ]
-        return cls(section, numerator.name, denominator.name, statistics.median(samples), samples, target)
+    def paired(
+        cls, section: str, numerator: Measurement, denominator: Measurement,
+        target: float | None = None, basis: str = "wall",
+    ) -> Ratio:
+        key = BASES[basis]
+        a_samples, b_samples = getattr(numerator, key)["samples"], getattr(denominator, key)["samples"]
+        samples = [a / b for a, b in zip(a_samples, b_samples)]
+        return cls(section, numerator.name, denominator.name, statistics.median(samples), samples, target, basis)
 
     @property
     def meets_target(self) -> bool | None:

@@ -9,7 +9,7 @@ import torch
 
 from resnet_lab.errors import ConfigError
 
-SECTIONS = ("train", "infer", "torchvision", "data")
+SECTIONS = ("train", "infer", "torchvision")
 
 # Lightning's precision names (and their short aliases) that both paths can run the same way:
 # autocast around the forward pass and the loss, a GradScaler for float16.
@@ -91,8 +91,10 @@ class BenchSettings:
     def _check_device(self) -> None:
         try:
             device = torch.device(self.device)
-        except RuntimeError as error:
-            raise ConfigError(f"--device {self.device!r} is not a device: {error}. Example: --device cuda:0.") from None
+        except RuntimeError:
+            raise ConfigError(
+                f"--device {self.device!r} is not a device; choose cpu, cuda or cuda:N (mps where available)."
+            ) from None
         if device.type == "cpu":
             return
         if device.type == "cuda":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,39 +78,65 @@ class PeakMemory:
 
 
 class Window:
-    """Marks the boundaries of one timed window: ``start()`` after warm-up, ``stop()`` at the end."""
+    """Marks the boundaries of one timed window: ``start()`` after warm-up, ``stop()`` at the end.
 
-    def __init__(self, device: torch.device, memory: PeakMemory) -> None:
+    ``profilers`` (context managers, e.g. ``torch.profiler.profile`` or ``cProfile.Profile``)
+    are entered at the start and exited at the end, so that they see the timed steps only.
+    """
+
+    def __init__(self, device: torch.device, memory: PeakMemory, profilers: Sequence[AbstractContextManager] = ()) -> None:
         self.device = device
         self.memory = memory
+        self.profilers = list(profilers)
         self._start: float | None = None
+        self._cpu_start = 0.0
         self.seconds: float | None = None
+        self.cpu_seconds: float | None = None
         self.peak_memory_mb: float | None = None
 
     def start(self) -> None:
         synchronize(self.device)
         self.memory.reset()
+        for profiler in self.profilers:
+            profiler.__enter__()
+        self._cpu_start = time.process_time()
         self._start = time.perf_counter()
 
     def stop(self) -> None:
         synchronize(self.device)
         assert self._start is not None, "stop() before start()"
         self.seconds = time.perf_counter() - self._start
+        self.cpu_seconds = time.process_time() - self._cpu_start
+        for profiler in reversed(self.profilers):
+            profiler.__exit__(None, None, None)
         self.peak_memory_mb = self.memory.read_mb()
 
 
 @dataclass
 class Block:
-    """One timed window: ``images`` processed in ``seconds``; ``losses`` of every step, if any."""
+    """One timed window: ``images`` processed in ``seconds`` of wall time, using
+    ``cpu_seconds`` of this process's CPU time (all its threads); ``losses`` of every step."""
 
     images: int
     seconds: float
+    cpu_seconds: float
     peak_memory_mb: float | None
     losses: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, window: Window, images: int, losses: list[float] | None = None) -> Block:
+        assert window.seconds is not None and window.cpu_seconds is not None, "the window never closed"
+        return cls(images, window.seconds, window.cpu_seconds, window.peak_memory_mb, losses or [])
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds
+
+    @property
+    def images_per_cpu_s(self) -> float:
+        """Images per second of CPU time: on a CPU shared with other processes, this moves
+        far less than the wall-clock rate, since time spent waiting for a core is not counted."""
+        return self.images / self.cpu_seconds
 
 
 def summary(values: list[float]) -> dict[str, float | list[float]]:
