@@ -231,12 +231,13 @@ def test_killed_sweep_resumes_with_the_same_command(tmp_path):
 @pytest.mark.slow
 def test_sweep_survives_a_failing_trial_and_prunes_a_bad_one(tmp_path, capsys):
     # Trials 0 and 1 learn (lr 0.8, 0.6); trial 2 cannot (lr 1e-7) and is pruned after its
-    # second epoch (median pruner, one warmup epoch); trial 3 fails (batch size 0).
+    # second epoch (median pruner, one warmup epoch); trial 3 crashes when the optimizer is
+    # built inside fit (torch's SGD refuses momentum -1).
     searchpath = _write_search_space(
         tmp_path, "mixed", n_trials=4,
-        params="{optimizer.lr: 'tag(log, interval(1.0e-7, 1.0))', data.batch_size: 'choice(32, 0)'}",
-        enqueue="[{optimizer.lr: 0.8, data.batch_size: 32}, {optimizer.lr: 0.6, data.batch_size: 32},"
-                " {optimizer.lr: 1.0e-7, data.batch_size: 32}, {optimizer.lr: 0.8, data.batch_size: 0}]",
+        params="{optimizer.lr: 'tag(log, interval(1.0e-7, 1.0))', optimizer.momentum: 'choice(0.9, -1.0)'}",
+        enqueue="[{optimizer.lr: 0.8, optimizer.momentum: 0.9}, {optimizer.lr: 0.6, optimizer.momentum: 0.9},"
+                " {optimizer.lr: 1.0e-7, optimizer.momentum: 0.9}, {optimizer.lr: 0.8, optimizer.momentum: -1.0}]",
         pruner="{_target_: optuna.pruners.MedianPruner, n_startup_trials: 2, n_warmup_steps: 1}")
     result = subprocess.run(_sweep_command(searchpath, "mixed", "trainer.max_epochs=3"), cwd=tmp_path,
                             env=_env(), capture_output=True, text=True, timeout=900)
@@ -250,7 +251,8 @@ def test_sweep_survives_a_failing_trial_and_prunes_a_bad_one(tmp_path, capsys):
     assert trials[2].intermediate_values[1] < 0.3
     pruned = Run(sweep_dir / "2")
     assert pruned.status == "pruned" and pruned.epochs == (2, 3)
-    assert Run(sweep_dir / "3").status == "failed"
+    failed = Run(sweep_dir / "3")
+    assert failed.status == "failed" and "momentum" in failed.record["exception"]
 
     assert runs_main(["sweep", str(sweep_dir), "--json"]) == 0
     ranked = json.loads(capsys.readouterr().out)

@@ -167,6 +167,10 @@ class OptunaSweeper(Sweeper):
         study, storage = self._open_study(sweep_dir, list(arguments))
         interrupted = self._recover_interrupted(study)
         for params in self.enqueue:
+            ignored = sorted(set(params) - set(space))
+            if ignored:
+                log.warning("hydra.sweeper.enqueue: %s not searched (fixed by an override?); "
+                            "the queued trial uses the fixed value", ", ".join(ignored))
             study.enqueue_trial(params, skip_if_exists=True)
         log.info("Optuna study %r in %s: %s %s over %s", study.study_name, storage, self.direction,
                  self.config.get("optimized_metric"), ", ".join(space))
