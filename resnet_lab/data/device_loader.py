@@ -55,6 +55,8 @@ class DeviceResidentLoader:
         self.images = images
         self.labels = labels
         self.sampler = sampler
+        # Lightning reads batch_sampler wherever it finds a sampler (_is_dataloader_shuffled).
+        self.batch_sampler = None
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.normalize = normalize
