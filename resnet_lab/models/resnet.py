@@ -186,9 +186,6 @@ class ResNet(nn.Module):
                 if module is not self and hasattr(module, "zero_init_last"):
                     module.zero_init_last()
 
-    def reset_classifier(self) -> None:
-        self.fc.reset_parameters()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         for i in range(1, self.num_stages + 1):
