@@ -1,0 +1,161 @@
+"""Preemption: on SIGTERM or SIGUSR1, save a checkpoint at a clean point and exit; under
+SLURM, requeue the job on SIGUSR1.
+
+What Lightning 2.6 does by itself (``trainer/connectors/signal_connector.py``): on SIGTERM
+it sets ``trainer.received_sigterm`` and raises ``SIGTERMException`` after the current
+training batch, or after the current *validation* batch, and saves nothing; the process
+exits with status 0. Under SLURM with ``auto_requeue`` its SIGUSR1 handler saves
+``hpc_ckpt_<n>.ckpt`` *inside the signal handler*, wherever the main thread happens to be
+(between the optimizer step and the progress counters, say), so the state it saves may not
+be one the loop can resume exactly, then requeues and keeps training.
+
+``Preemption`` replaces both handlers once training starts. The handler only records the
+signal; at the end of the current training batch (or, on an epoch's last batch, once that
+epoch's validation and its checkpoint are done) the callback writes ``last.ckpt`` through
+the atomic checkpoint IO, requeues the SLURM job if the signal was SIGUSR1, and raises
+``Preempted``, which makes the process exit with status 128 + the signal number (143 for
+SIGTERM) after Lightning's own clean-up: a scheduler sees a job that did not finish.
+Lightning restores the previous handlers when ``fit`` ends.
+
+Under DDP the decision is all-reduced every step, so all ranks stop at the same batch.
+Lightning 2.6 already broadcasts its own SIGTERM flag every step under DDP; this adds one
+more tiny collective per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger("resnet_lab")
+
+
+class Preempted(SIGTERMException):
+    """Raised to stop training after a preemption signal; exits with 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def slurm_job_id() -> str | None:
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job is not None:
+        return f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue_slurm_job(job_id: str) -> bool:
+    """``scontrol requeue <job>``: the job goes back to the queue and reruns its script."""
+    if not re.fullmatch(r"[0-9_]+", job_id):
+        log.warning("not requeuing: %r is not a SLURM job id", job_id)
+        return False
+    try:
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.warning("could not requeue SLURM job %s: %s", job_id, error)
+        return False
+    if result.returncode != 0:
+        log.warning("scontrol requeue %s failed (%d): %s", job_id, result.returncode, result.stderr.strip())
+        return False
+    log.info("requeued SLURM job %s", job_id)
+    return True
+
+
+class Preemption(L.Callback):
+    """Save and stop on SIGTERM / SIGUSR1 (see the module docstring).
+
+    Args:
+        dirpath: where ``filename`` is written (the run's checkpoint directory).
+        filename: the checkpoint's name; ``last.ckpt`` is what ``resume`` looks for first.
+        requeue: requeue the SLURM job on SIGUSR1; None: when running under SLURM.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt", requeue: bool | None = None) -> None:
+        self.dirpath = Path(dirpath)
+        self.filename = filename
+        self.requeue = requeue
+        self.received: int | None = None
+        self._installed = False
+        self._deferred = False
+        self._saved_step: int | None = None
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        # No logging or I/O here: the handler runs between two bytecodes of whatever the
+        # main thread was doing, possibly inside the logging module itself.
+        if self.received is None:
+            self.received = signum
+
+    def _install(self) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                signal.signal(signum, self._handler)
+        self._installed = True
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning has installed its own handlers (which it restores when fit ends).
+        self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._installed = False
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def _requested(self, trainer: L.Trainer) -> bool:
+        local = self.received is not None
+        if trainer.world_size > 1:
+            return bool(trainer.strategy.reduce_boolean_decision(local, all=False))
+        return local
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if not self._requested(trainer):
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # Let this epoch's validation and its checkpoint happen first; stop at epoch end.
+            if not self._deferred:
+                log.info("preemption signal received on the epoch's last batch: stopping after its validation")
+            self._deferred = True
+            return
+        self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._deferred or self._requested(trainer):
+            self._stop(trainer)
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        signum = self.received if self.received is not None else signal.SIGTERM
+        name = signal.Signals(signum).name
+        path = self.dirpath / self.filename
+        if self._saved_step != trainer.global_step:
+            trainer.save_checkpoint(path)
+        message = f"received {name} at step {trainer.global_step} (epoch {trainer.current_epoch + 1}): saved {path}"
+        if trainer.is_global_zero:
+            requeue = self.requeue if self.requeue is not None else slurm_job_id() is not None
+            job = slurm_job_id()
+            if signum == getattr(signal, "SIGUSR1", None) and requeue and job:
+                requeue_slurm_job(job)
+            run_dir = self.dirpath.parent
+            log.warning("%s; continue with: python -m resnet_lab resume=%s", message, run_dir)
+        raise Preempted(signum)

@@ -1,0 +1,91 @@
+"""The training data order, and the place in it where a resumed run continues.
+
+The order of training samples is a pure function of (seed, epoch, rank): a
+``DistributedSampler`` with a seed, reshuffled by ``set_epoch``. What a resumed run also
+needs is the *position* inside the epoch it was interrupted in. Lightning restores its loop
+counters from the checkpoint (``fit_loop.epoch_loop.batch_progress``) and continues the
+epoch at batch ``k``, but a map-style ``DataLoader`` starts the epoch over from its first
+batch: the run would train on the first ``k`` batches twice and never see the last ``k``
+(Lightning warns "your dataloader is not resumable"). ``ResumableDistributedSampler`` asks
+the trainer where it resumes and skips the indices of the batches already trained on, so
+nothing is loaded or decoded for them.
+
+Reading Lightning's own restored counters, rather than keeping a copy in a callback, keeps
+the data position and the loop position one number: they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from torch.utils.data import Dataset, DistributedSampler
+
+if TYPE_CHECKING:
+    import lightning as L
+
+
+def resumed_position(trainer: L.Trainer | None) -> tuple[int, int] | None:
+    """``(epoch, batches)`` when ``trainer`` is resuming a fit from a checkpoint, else None.
+
+    ``epoch`` is the epoch Lightning continues (the value it passes to ``set_epoch``);
+    ``batches`` how many training batches of it the checkpoint had already trained on.
+    After the first epoch of a resumed fit Lightning clears ``restarting`` and this returns
+    None again.
+    """
+    if trainer is None or not trainer.training or not trainer.fit_loop.is_resuming:
+        return None
+    loop = trainer.fit_loop
+    epoch = loop.epoch_progress.current.processed
+    batches = loop.epoch_loop.batch_progress
+    if not loop.epoch_loop.restarting or batches.is_last_batch:
+        # The checkpoint's epoch was trained to its end: the iterator built now serves the
+        # next epoch (or none, when Lightning builds a fresh one after finishing the
+        # checkpoint's validation).
+        return (epoch if not loop.epoch_loop.restarting else epoch + 1), 0
+    # `processed` counts batches whose optimizer step ran: a checkpoint saved in
+    # on_train_batch_end (every N steps) has processed = completed + 1, one saved after the
+    # batch (validation end) has processed = completed. Either way it is the number of
+    # batches the saved weights have seen.
+    return epoch, batches.current.processed
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """A ``DistributedSampler`` that continues a resumed epoch where the checkpoint left it.
+
+    Arguments are those of ``DistributedSampler`` plus ``trainer``, the Lightning trainer
+    whose restored progress says where to continue (None: a plain ``DistributedSampler``).
+    The same (seed, epoch, rank) give the same order; a resumed epoch yields only the
+    indices after the ``batches x batch_size`` already trained on. ``start_index`` holds how
+    many indices the current pass skipped, for loaders that seed per-batch augmentation by
+    batch number.
+    """
+
+    def __init__(self, dataset: Dataset, *, trainer: L.Trainer | None = None, **kwargs) -> None:
+        super().__init__(dataset, **kwargs)
+        self._trainer = trainer
+        self.start_index = 0
+
+    def __iter__(self) -> Iterator[int]:
+        position = resumed_position(self._trainer)
+        skip = 0
+        if position is not None:
+            epoch, batches = position
+            # Set the epoch here too: a loader with worker processes draws its first indices
+            # when its iterator is created, which Lightning 2.6 does before it calls
+            # set_epoch on a resumed run (Lightning issue #21938).
+            self.set_epoch(epoch)
+            skip = batches * self._per_device_batch_size()
+        indices = list(super().__iter__())
+        self.start_index = min(skip, len(indices))
+        return iter(indices[self.start_index:])
+
+    def _per_device_batch_size(self) -> int:
+        loader = self._trainer.train_dataloader if self._trainer is not None else None
+        batch_size = getattr(loader, "batch_size", None)
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise RuntimeError(
+                "ResumableDistributedSampler needs the training loader's batch_size to find its "
+                f"place in a resumed epoch; {type(loader).__name__} has batch_size={batch_size!r}"
+            )
+        return batch_size
