@@ -40,10 +40,15 @@ def test_history_reads_lightning_csv_even_while_a_row_is_being_written(tmp_path)
             logger.log_metrics({"train/loss": 2.0 - 0.1 * step, "epoch": epoch}, step=step)
         logger.log_metrics({"val/acc_top1": 0.3 + 0.2 * epoch, "epoch": epoch}, step=epoch * 4 + 3)
     logger.save()
-    with (run / "csv" / "metrics.csv").open("a") as handle:
+    path = run / "csv" / "metrics.csv"
+    header = path.read_text().splitlines()[0].split(",")
+    row = {"epoch": "2", "step": "11", "val/acc_top1": "0.9"}
+    with path.open("a") as handle:
+        # A resumed run logs the steps after its last checkpoint again: the later row wins.
+        handle.write(",".join(row.get(key, "") for key in header) + "\n")
         handle.write("3,12,")  # a row cut short: the run is still writing
     history = Run(run).history
-    assert history["val/acc_top1"].values == pytest.approx([0.3, 0.5, 0.7])
+    assert history["val/acc_top1"].values == pytest.approx([0.3, 0.5, 0.9])
     assert history["val/acc_top1"].epochs == [1, 2, 3]
     assert history["val/acc_top1"].per_epoch()
     assert len(history["train/loss"].values) == 12 and not history["train/loss"].per_epoch()
@@ -109,6 +114,8 @@ def test_run_arguments_resolve_by_path_id_or_unique_prefix(tmp_path, capsys):
 def test_list_on_an_empty_root_says_how_to_start(tmp_path, capsys):
     assert main(["list", "--root", str(tmp_path / "outputs")]) == 0
     assert "no runs under" in capsys.readouterr().out
+    assert main(["list", "--root", str(tmp_path / "outputs"), "--status", "done"]) == 2
+    assert "statuses are running, finished" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------

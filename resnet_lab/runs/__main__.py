@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
+    program = "resnet-lab" if Path(sys.argv[0]).name == "resnet-lab" else "python -m resnet_lab.runs"
     parser = argparse.ArgumentParser(
-        prog="python -m resnet_lab.runs", description=__doc__.splitlines()[0],
+        prog=program, description="List, show, compare, plot and rank the runs under outputs/.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

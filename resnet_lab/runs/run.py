@@ -162,6 +162,9 @@ def _read_csv_history(path: Path) -> dict[str, Series]:
         return history
     header = rows[0]
     complete = rows[1:] if text.endswith("\n") else rows[1:-1]  # a row still being written
+    # metric -> step -> (epoch, value). A resumed run logs again the steps after its last
+    # checkpoint; the later value of a step wins.
+    points: dict[str, dict[int, tuple[int, float]]] = {}
     for row in complete:
         if len(row) != len(header):
             continue
@@ -175,11 +178,14 @@ def _read_csv_history(path: Path) -> dict[str, Series]:
             if key in ("epoch", "step") or cell == "":
                 continue
             try:
-                value = float(cell)
+                points.setdefault(key, {})[step] = (epoch + 1, float(cell))
             except ValueError:
                 continue
-            series = history.setdefault(key, Series())
-            series.epochs.append(epoch + 1)
+    for key, by_step in points.items():
+        series = history[key] = Series()
+        for step in sorted(by_step):
+            epoch, value = by_step[step]
+            series.epochs.append(epoch)
             series.steps.append(step)
             series.values.append(value)
     return history

@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 
 from resnet_lab.errors import UserError
-from resnet_lab.runs.run import Run
+from resnet_lab.runs.run import STATUSES, Run
 
 ACCURACY = "val/acc_top1"
 TEST_ACCURACY = "test/acc_top1"
@@ -104,6 +104,8 @@ def select_rows(
     if sort not in SORT_KEYS:
         raise UserError(f"cannot sort by {sort!r}; sort by one of: {', '.join(SORT_KEYS)}.")
     statuses = {s.strip() for s in status.split(",")} if status else None
+    if statuses and not statuses <= set(STATUSES):
+        raise UserError(f"--status {status!r}: statuses are {', '.join(STATUSES)} (comma-separated).")
     rows = []
     for run in runs:
         if experiment and not fnmatch.fnmatchcase(run.experiment, experiment):
