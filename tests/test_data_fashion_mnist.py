@@ -159,3 +159,40 @@ def test_real_files_verify_and_match_the_published_statistics(tmp_path):
     labels = torch.cat([data.arrays["train"][1], data.arrays["val"][1]])
     assert torch.equal(torch.bincount(labels), torch.full((10,), 6000))
     assert torch.equal(torch.bincount(data.arrays["test"][1]), torch.full((10,), 1000))
+
+
+@pytest.mark.slow
+@requires_debian_files
+def test_small_resnet_reaches_85_percent_test_accuracy_after_one_epoch(tmp_path):
+    """Real data through the device-resident path: one epoch of a two-stage ResNet on CPU."""
+    from resnet_lab.models import build_model
+
+    torch.manual_seed(0)
+    # No crop: one epoch is too short for crop augmentation to pay off; flips stay on.
+    data = FashionMnistDataModule(
+        root=tmp_path, download=False, val_size=0, batch_size=64, eval_batch_size=1000,
+        device_resident=True, pad=0,
+    )
+    data.setup()
+    # ResNet's 7x7 stride-2 stem and max pool take 28x28 to 7x7; two basic blocks, 32 and 64 wide.
+    net = build_model(
+        None, block="basic", layers=(1, 1), widths=(32, 64), stem="imagenet", stem_width=32,
+        stem_pool=True, num_classes=10, in_chans=1,
+    )
+    loader = data.train_dataloader()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=len(loader), pct_start=0.25)
+    net.train()
+    for images, labels in loader:
+        loss = torch.nn.functional.cross_entropy(net(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in data.test_dataloader():
+            correct += int((net(images).argmax(1) == labels).sum())
+    accuracy = correct / len(data.arrays["test"][1])
+    assert accuracy >= 0.85, f"test accuracy {accuracy:.4f} after one epoch"

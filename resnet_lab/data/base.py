@@ -17,9 +17,10 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from resnet_lab.data.mixing import BatchMixer
+from resnet_lab.data_order import ResumableDistributedSampler
 from resnet_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -135,15 +136,18 @@ class ImageDataModule(L.LightningDataModule):
         its place in the epoch. Evaluation shards without padding, so that metrics under DDP
         cover exactly the evaluation set (``DistributedSampler`` would repeat samples to even
         out the shards). Lightning keeps both: it only replaces non-distributed samplers.
+        The training sampler is resnet_lab.data_order's subclass, which skips the batches a
+        resumed epoch already trained on (given the trainer, it reads where Lightning resumes).
         """
         if train:
-            return DistributedSampler(
+            return ResumableDistributedSampler(
                 dataset,
                 num_replicas=self.world_size,
                 rank=self.rank,
                 shuffle=True,
                 seed=self.seed,
                 drop_last=True,
+                trainer=self.trainer,
             )
         return UnrepeatedDistributedSampler(
             dataset, num_replicas=self.world_size, rank=self.rank, shuffle=False

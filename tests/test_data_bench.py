@@ -1,0 +1,22 @@
+"""The augmentation benchmark runs both paths on the same data and reports comparable numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_lab.data import benchmark_augmentation
+from resnet_lab.data.augment import Normalize, SmallImageAugment
+
+
+def test_benchmark_augmentation_times_both_paths():
+    images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (256,))
+    result = benchmark_augmentation(
+        images, labels, augment=SmallImageAugment(pad=4, flip=True, cutout=8),
+        normalize=Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        batch_size=32, batches=4, warmup=1, num_workers=0, rounds=1,
+    )
+    assert result["device_resident_images_per_s"] > 0 and result["dataloader_images_per_s"] > 0
+    assert result["speedup"] == pytest.approx(result["device_resident_images_per_s"] / result["dataloader_images_per_s"])
+    assert (result["batch_size"], result["batches"], result["device"]) == (32, 4, "cpu")
