@@ -183,11 +183,15 @@ def test_trainer_augments_training_batches_only_and_reshuffles_each_epoch(tmp_pa
     mean = torch.tensor(data.normalize.mean).view(1, 3, 1, 1)
     std = torch.tensor(data.normalize.std).view(1, 3, 1, 1)
     torch.testing.assert_close(recorder.val_batches[0][0], (stored - mean) / std)  # not augmented
-    # Training batches are augmented: no batch equals its normalized, unaugmented images.
+    # Training batches are the sampler's samples, augmented: same labels, other pixels.
     train_images, train_labels = data.arrays["train"]
-    for _, images, labels in recorder.train_batches[:3]:
-        assert images.shape == (16, 3, 32, 32)
-        assert not torch.allclose(images, images.flip(-1))
+    sampler = data.train_dataloader().sampler
+    sampler.set_epoch(0)
+    first = list(sampler)[:16]
+    _, images, labels = recorder.train_batches[0]
+    assert torch.equal(labels, train_labels[first])
+    plain = (train_images[first].float() / 255 - mean) / std
+    assert images.shape == plain.shape and not torch.allclose(images, plain)
     orders = [torch.cat([t for e, _, t in recorder.train_batches if e == n]) for n in (0, 1)]
     assert len(orders[0]) == len(orders[1]) == (len(train_labels) // 16) * 16
     assert not torch.equal(orders[0], orders[1])  # Lightning called set_epoch

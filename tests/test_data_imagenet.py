@@ -14,7 +14,12 @@ from resnet_lab.data import ImageNetSubsetDataModule
 from resnet_lab.data import imagenet as imagenet_module
 from resnet_lab.data.archives import RemoteFile
 from resnet_lab.data.fakes import write_image_tree
-from resnet_lab.data.imagenet_classes import IMAGENET100, IMAGENETTE, IMAGEWOOF, imagenet_class_names
+from resnet_lab.data.imagenet_classes import (
+    IMAGENET100,
+    IMAGENETTE,
+    IMAGEWOOF,
+    imagenet_class_names,
+)
 from resnet_lab.errors import ConfigError, DataError
 
 EXTRA = ("n09999999",)  # a class folder that no named subset lists
