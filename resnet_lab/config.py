@@ -16,6 +16,8 @@ from typing import get_args
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from resnet_lab.errors import ConfigError
+from resnet_lab.hardware import check_hardware
+from resnet_lab.sweeps.naming import sweep_key
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -75,9 +77,47 @@ def _check_writable(path: str) -> str:
     return str(target)
 
 
+def launch_dir() -> str:
+    """The directory the command was started in (``paths.root_dir``).
+
+    Hydra's ``${hydra:runtime.cwd}`` only resolves inside a job: the process that launches
+    a multirun resolves ``hydra.sweep.dir`` before any job, with no HydraConfig set, and
+    fails there. Hydra never changes that process's directory, so it is the current one.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.cwd)
+    return os.getcwd()
+
+
 def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("launch_dir", launch_dir, replace=True)
     OmegaConf.register_new_resolver("run_id", run_id, replace=True)
     OmegaConf.register_new_resolver("writable_dir", writable_dir, replace=True)
+    OmegaConf.register_new_resolver("sweep_key", sweep_key, replace=True)  # Optuna sweep dirs
+    # hydra.run.dir / hydra.output_subdir of a resumed run (resnet_lab.resume).
+    OmegaConf.register_new_resolver("resume_run_dir", _resume_run_dir, replace=True)
+    OmegaConf.register_new_resolver("resume_output_subdir", _resume_output_subdir, replace=True)
+    OmegaConf.register_new_resolver("evaluation_dir", _evaluation_dir, replace=True)  # resnet_lab.evaluate
+
+
+def _resume_run_dir(fresh_dir: str, *, _root_: DictConfig) -> str:
+    from resnet_lab.resume import resume_run_dir
+
+    return resume_run_dir(fresh_dir, _root_=_root_)
+
+
+def _resume_output_subdir(*, _root_: DictConfig) -> str:
+    from resnet_lab.resume import resume_output_subdir
+
+    return resume_output_subdir(_root_=_root_)
+
+
+def _evaluation_dir(fallback: str, *, _root_: DictConfig) -> str:
+    from resnet_lab.evaluate import evaluation_dir
+
+    return evaluation_dir(fallback, _root_=_root_)
 
 
 register_resolvers()
@@ -127,6 +167,7 @@ def check_config(cfg: DictConfig) -> None:
 
     Each error names the key, what is allowed and an example fix.
     """
+    check_hardware(cfg)  # GPU asked for but absent, multinode sizes unset
     _positive(cfg, "data.batch_size", integer=True)
     _positive(cfg, "optimizer.lr", integer=False)
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)

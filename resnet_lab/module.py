@@ -43,9 +43,12 @@ def param_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool)
 
 
 def _accuracy_metrics(num_classes: int) -> MetricCollection:
-    metrics = {"acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    # validate_args=False: the check runs torch.unique on the targets, a host-device
+    # synchronization per metric per step on a GPU; cross_entropy rejects bad labels anyway.
+    options = {"average": "micro", "validate_args": False}
+    metrics = {"acc_top1": MulticlassAccuracy(num_classes, top_k=1, **options)}
     if num_classes >= 5:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, **options)
     return MetricCollection(metrics)
 
 
@@ -88,6 +91,9 @@ class ImageClassifier(L.LightningModule):
         self.channels_last = channels_last
         self.compile = compile
         self.train_metrics = _accuracy_metrics(num_classes).clone(prefix="train/")
+        # Their running counts go into checkpoints, so an epoch resumed part-way reports its
+        # training accuracy over the whole epoch, not only the part after the resume.
+        self.train_metrics.persistent(True)
         self.val_metrics = _accuracy_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = _accuracy_metrics(num_classes).clone(prefix="test/")
         # Losses averaged as metrics, not with self.log(sync_dist=True): under DDP the
@@ -128,7 +134,10 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics.update(logits.detach(), self._hard_labels(targets))
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        # As a float, Lightning would make it torch.tensor(lr, device=...): a blocking copy that
+        # waits for the GPU every step (pytorch#120996). torch.full fills on the device.
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/lr", torch.full((), lr, device=self.device))
         return loss
 
     def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric, stage: str) -> None:

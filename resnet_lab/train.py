@@ -16,9 +16,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_lab.callbacks import RunRecord
+from resnet_lab.checkpointing import with_checkpoint_io
 from resnet_lab.config import check_config, config_dir
+from resnet_lab.distributed import job_scope
 from resnet_lab.errors import ConfigError, UserError
+from resnet_lab.loggers import close_loggers, log_run_hyperparams
 from resnet_lab.module import ImageClassifier
+from resnet_lab.resume import log_notes, prepare_job
 
 log = logging.getLogger("resnet_lab")
 
@@ -72,7 +76,9 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in MODULE_KEYS_IN_TRAINER:
         options.pop(key, None)
-    return instantiate(options, callbacks=callbacks, logger=loggers or False)
+    # Crash-safe checkpoint writes and weights_only reads (resnet_lab.checkpointing).
+    plugins = with_checkpoint_io(options.pop("plugins", None), trusted=bool(cfg.get("trust_checkpoint", False)))
+    return instantiate(options, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -81,19 +87,19 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     return path or None
 
 
-def _optimized_value(cfg: DictConfig, trainer: L.Trainer) -> float | None:
+def _optimized_value(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> float | None:
     name = cfg.get("optimized_metric")
     if not name:
         return None
     callback = trainer.checkpoint_callback
     if callback is not None and getattr(callback, "monitor", None) == name and callback.best_model_score is not None:
         return float(callback.best_model_score)
-    if name not in trainer.callback_metrics:
+    if name not in metrics:
         raise ConfigError(
             f"optimized_metric={name!r} was never logged. Logged metrics: "
-            f"{', '.join(sorted(trainer.callback_metrics)) or 'none'}."
+            f"{', '.join(sorted(metrics)) or 'none'}."
         )
-    return float(trainer.callback_metrics[name])
+    return float(metrics[name])
 
 
 def _summary(record: dict[str, Any], output_dir: str) -> str:
@@ -111,6 +117,9 @@ def _summary(record: dict[str, Any], output_dir: str) -> str:
 
 
 def train(cfg: DictConfig) -> float | None:
+    start = prepare_job(cfg)  # resume/ckpt_path: config and checkpoint to start from (resnet_lab.resume)
+    cfg = start.cfg
+    log_notes(start.notes)
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
@@ -123,11 +132,10 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = [*_instantiate_group(cfg.get("callbacks")), record]
     loggers = _instantiate_group(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-    for logger in loggers:
-        logger.log_hyperparams(hparams)
+    log_run_hyperparams(loggers, cfg, trainer)  # config + git commit, package versions, device
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=start.ckpt_path)
+    fit_metrics = dict(trainer.callback_metrics)
     if trainer.interrupted:
         log.warning("training was interrupted; skipping the test")
     elif cfg.get("test", True):
@@ -136,16 +144,18 @@ def train(cfg: DictConfig) -> float | None:
             log.info("no best checkpoint was saved; testing the final weights")
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
     summary = record.finish()
-    value = _optimized_value(cfg, trainer)
+    close_loggers(loggers)  # W&B: one run per Hydra job, finished here
     if trainer.is_global_zero:
         log.info(_summary(summary, output_dir))
-    return value
+    # Lightning resets callback_metrics when testing starts: keep the fit's values too.
+    return _optimized_value(cfg, trainer, {**fit_metrics, **trainer.callback_metrics})
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        return train(cfg)
+        with job_scope():  # DDP children and teardown per Hydra job (resnet_lab.distributed)
+            return train(cfg)
     except UserError as error:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode

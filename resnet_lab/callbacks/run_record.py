@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 RECORD_NAME = "run.json"
 
@@ -82,8 +83,11 @@ class RunRecord(L.Callback):
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "command": " ".join(sys.argv),
+            # resume=auto tells a requeued SLURM job's own earlier record from another job's.
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "started": previous.get("started", _now()),
             "ended": None,
+            "exception": None,  # a resumed run's earlier failure is history, not its state
             "monitor": self.monitor,
             "epochs_planned": trainer.max_epochs,
             "epochs_done": previous.get("epochs_done", 0),
@@ -121,7 +125,8 @@ class RunRecord(L.Callback):
         self._save(metrics={**self.record.get("metrics", {}), **metrics})
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        # Ctrl-C, and SIGTERM/SIGUSR1 preemption (resnet_lab.callbacks.preemption): resumable.
+        status = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "failed"
         self._save(status=status, ended=_now(), exception=f"{type(exception).__name__}: {exception}")
 
     def finish(self) -> dict[str, Any]:
