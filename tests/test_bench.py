@@ -14,6 +14,7 @@ from torchmetrics import Metric
 
 from resnet_lab.bench.__main__ import main
 from resnet_lab.bench.lightning_path import TRAINER_DEFAULTS, LightningPath
+from resnet_lab.bench.lightning_vs_plain import run_model_sections
 from resnet_lab.bench.models_vs_torchvision import compare_with_torchvision
 from resnet_lab.bench.plain_loop import PlainLoop
 from resnet_lab.bench.results import Measurement, Ratio
@@ -27,7 +28,6 @@ from resnet_lab.bench.workload import (
     prepare,
 )
 from resnet_lab.errors import ConfigError
-
 from tests.conftest import REPO, compose_config
 
 TINY = dict(image_size=16, batch_size=8, warmup=1, steps=3, repeats=2)
@@ -115,6 +115,20 @@ def test_lightning_path_and_plain_loop_take_the_same_steps():
     assert not torch.equal(trained["fc.weight"], initial["fc.weight"])
 
 
+def test_progress_bar_is_timed_as_a_path_of_its_own():
+    settings = BenchSettings(sections=("train",), progress_bar=True, **TINY)
+    result = run_model_sections(settings)
+    names = [m.name for m in result.measurements]
+    assert names == ["resnet20 lightning", "resnet20 lightning + progress bar", "resnet20 plain"]
+    with_bar = result.measurements[1]
+    assert with_bar.details["largest_loss_difference_vs_plain"] < 1e-4
+    wall = [r for r in result.ratios if r.basis == "wall"]
+    assert [(r.numerator, r.denominator) for r in wall] == [
+        ("resnet20 lightning", "resnet20 plain"),
+        ("resnet20 lightning + progress bar", "resnet20 plain"),
+    ]
+
+
 def test_training_step_logs_nothing_that_waits_for_the_gpu():
     """Per step, a logged Python float becomes torch.tensor(value, device=cuda), a blocking
     copy that waits for the GPU, and torchmetrics' argument checks call torch.unique on the
@@ -193,8 +207,9 @@ def test_our_resnet18_computes_torchvisions_function_and_is_timed_against_it():
     assert (ours.name, theirs.name) == ("resnet18 ours", "resnet18 torchvision")
     assert ours.details["parameters"] == theirs.details["parameters"] == 11_181_642
     assert ours.details["largest_output_difference_vs_torchvision"] < 1e-4
-    (ratio,) = result.ratios
-    assert len(ratio.samples) == 2 and ratio.target == 1.0
+    wall, cpu_time = result.ratios
+    assert (wall.basis, cpu_time.basis) == ("wall", "cpu_time")
+    assert len(wall.samples) == 2 and wall.target == 1.0
 
 
 def test_ratio_is_the_median_of_paired_blocks():

@@ -54,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=DEFAULTS.deterministic,
                      help="deterministic algorithms (lightning.Trainer's deterministic)")
     run.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=DEFAULTS.progress_bar,
-                     help="keep Lightning's progress bar in our path (python -m resnet_lab shows one)")
+                     help="train section: also time our path with Lightning's default progress bar on, "
+                     "as python -m resnet_lab runs it (the bar prints while it runs)")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     run.add_argument("--seed", type=int, default=DEFAULTS.seed)
     timing = p.add_argument_group("timing")

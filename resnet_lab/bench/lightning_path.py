@@ -3,10 +3,11 @@
 Built directly, not through Hydra (the benchmark runs where Hydra is not installed), from the
 same factories and the trainer defaults of ``conf/trainer/default.yaml``. Switched off, as a
 benchmark would switch them off and as the plain loop has none of them: the logger (the CSV
-file), checkpointing, validation, and the progress bar unless ``--progress-bar``. Everything
-of a training step stays: ``training_step`` with its ``self.log`` calls and accuracy metrics,
-the fit loop, the data fetcher, ``batch_to_device``, the precision plugin, the per-step
-scheduler, and the metric collection Lightning runs every ``log_every_n_steps``.
+file), checkpointing, validation, and the progress bar (a path of its own with
+``--progress-bar``). Everything of a training step stays: ``training_step`` with its
+``self.log`` calls and accuracy metrics, the fit loop, the data fetcher, ``batch_to_device``,
+the precision plugin, the per-step scheduler, and the metric collection Lightning runs every
+``log_every_n_steps``.
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ class LightningPath:
     builds its optimizer and schedule anew, as the plain loop does.
     """
 
-    def __init__(self, net: nn.Module, settings: BenchSettings, *, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, net: nn.Module, settings: BenchSettings, *, label_smoothing: float = 0.0, progress_bar: bool = False
+    ) -> None:
         self.settings = settings
+        self.progress_bar = progress_bar
         self.module = ImageClassifier(
             net,
             optimizer=optimizer_factory(settings.batch_size),
@@ -106,7 +110,7 @@ class LightningPath:
             max_steps=max_steps,
             deterministic=settings.deterministic,
             benchmark=settings.cudnn_benchmark,
-            enable_progress_bar=settings.progress_bar,
+            enable_progress_bar=self.progress_bar,
             callbacks=callbacks,
             default_root_dir=root_dir,
             **TRAINER_DEFAULTS,

@@ -36,31 +36,33 @@ def largest_loss_difference(a: list[Block], b: list[Block]) -> float:
 
 
 def run_model_sections(settings: BenchSettings) -> SectionResult:
-    net = build_net(settings.model, settings)
+    net = build_net(settings.model, settings)  # each path trains a copy of it
     plain = PlainLoop(prepare(copy.deepcopy(net), settings), settings)
     result = SectionResult()
     if "train" in settings.sections:
-        ours = LightningPath(net, settings)
-        blocks = alternate(
-            {"lightning": ours, "plain": plain},
-            settings,
-            lambda path: path.run(settings.warmup, settings.steps),
-        )
-        kind = plain.memory.kind
-        lightning = Measurement.from_blocks(
-            "train", f"{settings.model} lightning", blocks["lightning"], kind,
-            last_loss=blocks["lightning"][-1].losses[-1],
-        )
-        reference = Measurement.from_blocks(
-            "train", f"{settings.model} plain", blocks["plain"], kind,
-            last_loss=blocks["plain"][-1].losses[-1],
-        )
-        difference = largest_loss_difference(blocks["lightning"], blocks["plain"])
-        lightning.details["largest_loss_difference_vs_plain"] = difference
-        result.measurements += [lightning, reference]
-        result.ratios.append(Ratio.paired("train", lightning, reference, target=OVERHEAD_TARGET))
-        if settings.torch_device.type == "cpu":
-            result.ratios.append(Ratio.paired("train", lightning, reference, basis="cpu_time"))
+        paths = {"lightning": LightningPath(copy.deepcopy(net), settings)}
+        if settings.progress_bar:
+            paths["lightning + progress bar"] = LightningPath(copy.deepcopy(net), settings, progress_bar=True)
+        paths["plain"] = plain
+        blocks = alternate(paths, settings, lambda path: path.run(settings.warmup, settings.steps))
+        measured = {
+            name: Measurement.from_blocks(
+                "train", f"{settings.model} {name}", blocks[name], plain.memory.kind,
+                last_loss=blocks[name][-1].losses[-1],
+            )
+            for name in paths
+        }
+        reference = measured["plain"]
+        for name in paths:
+            if name == "plain":
+                continue
+            measured[name].details["largest_loss_difference_vs_plain"] = largest_loss_difference(
+                blocks[name], blocks["plain"]
+            )
+            result.ratios.append(Ratio.paired("train", measured[name], reference, target=OVERHEAD_TARGET))
+            if settings.torch_device.type == "cpu":
+                result.ratios.append(Ratio.paired("train", measured[name], reference, basis="cpu_time"))
+        result.measurements += list(measured.values())
     if "infer" in settings.sections:
         memory = PeakMemory(settings.torch_device)
         blocks = [run_inference(plain.net, settings, memory, settings.warmup, settings.steps) for _ in range(settings.repeats)]

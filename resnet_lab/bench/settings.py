@@ -36,7 +36,7 @@ class BenchSettings:
     repeats: int = 5  # timed blocks per path, the paths alternating
     seed: int = 0
     deterministic: bool = False
-    progress_bar: bool = False
+    progress_bar: bool = False  # also time our path with the progress bar on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", PRECISION_ALIASES.get(self.precision, self.precision))
