@@ -65,15 +65,6 @@ def _is_sweep_override(override: str) -> bool:
     return any(key == prefix or key.startswith(prefix + ".") for prefix in _SWEEP_OVERRIDE_PREFIXES)
 
 
-def _entry_command() -> list[str]:
-    import __main__  # imported here, as Lightning does (Lightning #15218)
-
-    spec = getattr(__main__, "__spec__", None)
-    if spec is None:
-        return [sys.executable, os.path.abspath(sys.argv[0])]
-    return [sys.executable, "-m", spec.name]
-
-
 def child_command(local_rank: int) -> tuple[Sequence[str], str]:
     """The command and working directory that start DDP rank ``local_rank`` of this Hydra job.
 
@@ -83,7 +74,9 @@ def child_command(local_rank: int) -> tuple[Sequence[str], str]:
     from hydra.utils import get_original_cwd
 
     hydra_cfg = HydraConfig.get()
-    command = _entry_command()
+    # Always resnet_lab's entry point, not sys.argv[0] or __main__ as in Lightning: under
+    # hydra/launcher=local_parallel the job runs in a joblib worker, whose __main__ is joblib's.
+    command = [sys.executable, "-m", "resnet_lab"]
     if hydra_cfg.job.config_name:
         command += ["--config-name", hydra_cfg.job.config_name]
     for source in hydra_cfg.runtime.config_sources:

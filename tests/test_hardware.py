@@ -3,6 +3,9 @@ and the training options they carry (precision, clipping, accumulation)."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import lightning as L
 import pytest
 import torch
@@ -186,3 +189,45 @@ def test_the_scaled_learning_rate_is_printed_and_used(tiny_cfg, caplog):
         module = build_module(cfg, instantiate(cfg.model))
     assert module.optimizer_factory.keywords["lr"] == pytest.approx(0.4 * 64 / 256)
     assert "learning rate 0.1 = optimizer.lr 0.4 per 256 images x 64 images per step" in caplog.text
+
+
+# --- cluster and parallel launchers ---------------------------------------------------------
+
+
+def _fake_slurm(folder) -> dict[str, str]:
+    """`srun` and an `sbatch` that keeps the script it is given and refuses the job."""
+    folder.mkdir()
+    (folder / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (folder / "sbatch").write_text(
+        '#!/bin/sh\nfor last; do :; done\ncp "$last" "$CAPTURE"\n'
+        'echo "sbatch: error: refused by the test double" >&2\nexit 1\n'
+    )
+    for tool in ("srun", "sbatch"):
+        (folder / tool).chmod(0o755)
+    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}", "CAPTURE": str(folder / "job.sh")}
+
+
+def test_slurm_launcher_asks_for_what_the_trainer_needs(tmp_path):
+    env = _fake_slurm(tmp_path / "bin")
+    result = run_cli(["-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=multinode",
+                      "trainer.num_nodes=2", "trainer.devices=4", "optimizer.lr=0.1,0.2"],
+                     tmp_path, env=env, timeout=300)
+    assert result.returncode != 0 and "refused by the test double" in result.stdout + result.stderr
+    script = (tmp_path / "bin" / "job.sh").read_text()
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu",
+                 "--time=1440", "--cpus-per-task=8", "--array=0-1"):
+        assert f"#SBATCH {line}" in script, line
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    assert str(sweep / ".submitit") in script  # logs next to the jobs they belong to
+
+
+@pytest.mark.slow
+def test_local_parallel_runs_ddp_jobs_side_by_side_in_one_sweep(tmp_path):
+    result = run_cli(["-m", "hydra/launcher=local_parallel", "trainer=ddp_cpu", "optimizer.lr=0.05,0.1", *TINY],
+                     tmp_path, env={"OMP_NUM_THREADS": "1"}, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()  # workers share the sweep directory
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for job, lr in (("0", 0.05), ("1", 0.1)):
+        assert f"optimizer.lr={lr}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
+        assert json.loads((sweep / job / "run.json").read_text())["status"] == "finished"
