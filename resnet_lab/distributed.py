@@ -113,13 +113,18 @@ def use_job_command_for_ddp_children() -> None:
 
 
 def _quiet_non_zero_rank() -> None:
-    """On ranks other than zero: no train.log of their own, and warnings and errors only."""
+    """On ranks other than zero: no train.log of their own, and warnings and errors only.
+
+    Lightning's own loggers have their own level and handler, so they are set too (its
+    "[rank: 1] Seed set to ..." and "Initializing distributed: GLOBAL_RANK: 1" lines).
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)
             handler.close()
-    root.setLevel(logging.WARNING)
+    for name in ("", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @contextmanager
