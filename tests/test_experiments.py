@@ -109,7 +109,7 @@ def test_every_recipe_cites_its_source_and_expected_result():
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_runs_a_fast_dev_run_step(recipe, tmp_path, monkeypatch):
     overrides = [f"experiment={recipe}", *_small_data(recipe, tmp_path, monkeypatch),
-                 *_few_steps(recipe, tmp_path), *CPU, *STEPS, "optimized_metric=test/acc_top1"]
+                 *_few_steps(recipe, tmp_path), *CPU, *STEPS]
     cfg = compose_config(overrides, run_dir=tmp_path / "run")
     value = train(cfg)
     assert 0.0 <= value <= 1.0
@@ -138,7 +138,7 @@ def test_degradation_sweeps_plain_and_residual_nets(tmp_path):
 def test_degradation_runs_four_jobs_from_one_command(tmp_path):
     tiny = ["data=synthetic", "data.image_size=16", "data.train_size=32", "data.val_size=16",
             "data.test_size=16", "data.batch_size=16", "data.eval_batch_size=16",
-            "optimized_metric=test/acc_top1", *CPU]
+            *CPU]
     result = run_cli(["experiment=degradation", *tiny], tmp_path, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
