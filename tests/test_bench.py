@@ -13,7 +13,13 @@ import torch
 from torchmetrics import Metric
 
 from resnet_lab.bench.__main__ import main
-from resnet_lab.bench.lightning_path import TRAINER_DEFAULTS, LightningPath
+from resnet_lab.bench.data_paths import compare_data_paths
+from resnet_lab.bench.lightning_path import (
+    KEPT_CALLBACKS,
+    SWITCHED_OFF_CALLBACKS,
+    TRAINER_DEFAULTS,
+    LightningPath,
+)
 from resnet_lab.bench.lightning_vs_plain import run_model_sections
 from resnet_lab.bench.models_vs_torchvision import compare_with_torchvision
 from resnet_lab.bench.plain_loop import PlainLoop
@@ -163,6 +169,11 @@ def test_bench_defaults_are_the_training_defaults():
     for key, value in TRAINER_DEFAULTS.items():
         assert cfg.trainer[key] == value, key
     assert cfg.module.label_smoothing == 0.0 and cfg.module.decay_norm_and_bias is False
+    # Every default callback is either kept in our path or switched off as file/log output.
+    assert {k: v._target_ for k, v in cfg.callbacks.items()} == {**KEPT_CALLBACKS, **SWITCHED_OFF_CALLBACKS}
+    assert cfg.callbacks.divergence.check_every_n_steps == TRAINER_DEFAULTS["log_every_n_steps"]
+    assert set(cfg.callbacks.random_state) == {"_target_"}
+    assert set(cfg.callbacks.preemption) == {"_target_", "dirpath"}
     assert cfg.model.name == BenchSettings().model
 
 
@@ -171,7 +182,7 @@ def test_bench_defaults_are_the_training_defaults():
     [
         (["--precision", "64-true"], "--precision '64-true' is not supported"),
         (["--warmup", "0"], "--warmup must be a positive integer"),
-        (["--sections", "train,speed"], "choose one or more of train, infer, torchvision"),
+        (["--sections", "train,speed"], "choose one or more of train, infer, torchvision, data"),
         (["--model", "resnet21"], "--model 'resnet21' is not a named model"),
         (["--sections", "torchvision", "--compare-models", "resnet20"], "choose from resnet18"),
         (["--sections", "torchvision", "--in-chans", "1"], "take 3 input channels"),
@@ -210,6 +221,20 @@ def test_our_resnet18_computes_torchvisions_function_and_is_timed_against_it():
     wall, cpu_time = result.ratios
     assert (wall.basis, cpu_time.basis) == ("wall", "cpu_time")
     assert len(wall.samples) == 2 and wall.target == 1.0
+
+
+def test_data_section_times_both_data_paths_with_the_data_packages_benchmark():
+    settings = BenchSettings(sections=("data",), image_size=16, batch_size=8, warmup=1, steps=2, repeats=2)
+    result = compare_data_paths(settings)
+    resident, loader = result.measurements
+    assert (resident.name, loader.name) == ("device-resident", "DataLoader")
+    for measurement in (resident, loader):
+        assert len(measurement.images_per_s["samples"]) == 2 and measurement.images_per_s["min"] > 0
+    assert "pad=4" in resident.details["augment"] and resident.details["dataloader_workers"] >= 0
+    (ratio,) = result.ratios
+    assert ratio.samples == pytest.approx(
+        [a / b for a, b in zip(resident.images_per_s["samples"], loader.images_per_s["samples"])]
+    )
 
 
 def test_ratio_is_the_median_of_paired_blocks():

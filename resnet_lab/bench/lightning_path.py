@@ -1,12 +1,14 @@
 """Our training path as ``python -m resnet_lab`` builds it: ``ImageClassifier`` + ``lightning.Trainer``.
 
 Built directly, not through Hydra (the benchmark runs where Hydra is not installed), from the
-same factories and the trainer defaults of ``conf/trainer/default.yaml``. Switched off, as a
-benchmark would switch them off and as the plain loop has none of them: the logger (the CSV
-file), checkpointing, validation, and the progress bar (a path of its own with
-``--progress-bar``). Everything of a training step stays: ``training_step`` with its
-``self.log`` calls and accuracy metrics, the fit loop, the data fetcher, ``batch_to_device``,
-the precision plugin, the per-step scheduler, and the metric collection Lightning runs every
+same factories, the trainer defaults of ``conf/trainer/default.yaml`` and the callbacks of
+``conf/callbacks/default.yaml``. Switched off, as a benchmark would switch them off and as the
+plain loop has none of them: the logger (the CSV file), the callbacks that write files or
+log lines (checkpoints, the epoch summary, run.json), validation, and the progress bar (a
+path of its own with ``--progress-bar``). Everything of a training step stays:
+``training_step`` with its ``self.log`` calls and accuracy metrics, the per-step callbacks
+(divergence and preemption checks), the fit loop, the data fetcher, ``batch_to_device``, the
+precision plugin, the per-step scheduler, and the metric collection Lightning runs every
 ``log_every_n_steps``.
 """
 
@@ -38,9 +40,24 @@ TRAINER_DEFAULTS = {
 # What the benchmark switches off in our path; the plain loop has none of it either.
 SWITCHED_OFF = {
     "logger": False,  # train.py: CSVLogger, writing metrics.csv
-    "enable_checkpointing": False,  # train.py: ModelCheckpoint (best and last)
+    "enable_checkpointing": False,  # no ModelCheckpoint of Lightning's own either
     "limit_val_batches": 0,  # no validation between the timed steps
     "num_sanity_val_steps": 0,
+}
+# conf/callbacks/default.yaml's callbacks, by what they do between training steps. Kept, with
+# the config's arguments: those that act at every step (divergence: a finiteness check of the
+# loss; preemption: a check for a signal) or at the start of a fit (random_state). Switched
+# off: those that write files or log lines (and train.py's RunRecord, which writes run.json).
+# tests/test_bench.py checks that every default callback is in one of the two.
+KEPT_CALLBACKS = {
+    "random_state": "resnet_lab.callbacks.random_state.RandomState",
+    "divergence": "resnet_lab.callbacks.divergence.DivergenceDetector",
+    "preemption": "resnet_lab.callbacks.preemption.Preemption",
+}
+SWITCHED_OFF_CALLBACKS = {
+    "model_checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
+    "last_checkpoint": "resnet_lab.checkpointing.LastCheckpoint",
+    "epoch_summary": "resnet_lab.callbacks.EpochSummary",
 }
 # Warnings every fit above would print, about what the benchmark does on purpose.
 EXPECTED_WARNINGS = (
@@ -67,6 +84,19 @@ class StepWindow(L.Callback):
             self.window.start()
         elif self.done == self.warmup + self.steps:
             self.window.stop()
+
+
+def default_callbacks(root_dir: str) -> list[L.Callback]:
+    """The kept callbacks of ``KEPT_CALLBACKS``, as the default config builds them."""
+    from resnet_lab.callbacks.divergence import DivergenceDetector
+    from resnet_lab.callbacks.preemption import Preemption
+    from resnet_lab.callbacks.random_state import RandomState
+
+    return [
+        RandomState(),
+        DivergenceDetector(check_every_n_steps=TRAINER_DEFAULTS["log_every_n_steps"]),
+        Preemption(dirpath=root_dir),  # where it would save on SIGTERM; nothing otherwise
+    ]
 
 
 def trainer_devices(device: torch.device) -> int | list[int]:
@@ -124,7 +154,7 @@ class LightningPath:
         with tempfile.TemporaryDirectory(prefix="resnet_lab_bench_") as root_dir, warnings.catch_warnings():
             for message in EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
-            trainer = self.trainer(warmup + steps, [timer], root_dir)
+            trainer = self.trainer(warmup + steps, [timer, *default_callbacks(root_dir)], root_dir)
             trainer.fit(self.module, train_dataloaders=SyntheticBatches(settings, warmup + steps))
         if timer.window.seconds is None:
             raise RuntimeError(f"the fit ended after {timer.done} of {warmup + steps} steps")

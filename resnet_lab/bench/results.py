@@ -14,7 +14,7 @@ class Measurement:
     section: str
     name: str
     images_per_s: dict[str, Any]  # median, min, max, samples (one per timed block)
-    images_per_cpu_s: dict[str, Any]  # the same per second of this process's CPU time
+    images_per_cpu_s: dict[str, Any] | None  # the same per second of this process's CPU time
     peak_memory_mb: float | None  # the highest of the blocks' peaks
     memory_kind: str | None
     details: dict[str, Any] = field(default_factory=dict)
@@ -31,6 +31,11 @@ class Measurement:
             memory_kind=memory_kind,
             details=details,
         )
+
+    @classmethod
+    def from_rates(cls, section: str, name: str, rates: list[float], **details) -> Measurement:
+        """From images/s measured elsewhere (no CPU time, no peak memory)."""
+        return cls(section, name, summary(rates), None, None, None, details)
 
     @property
     def median(self) -> float:

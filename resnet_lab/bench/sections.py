@@ -43,4 +43,8 @@ def run_sections(settings: BenchSettings) -> SectionResult:
         from resnet_lab.bench.models_vs_torchvision import compare_with_torchvision
 
         result.extend(compare_with_torchvision(settings))
+    if "data" in settings.sections:
+        from resnet_lab.bench.data_paths import compare_data_paths
+
+        result.extend(compare_data_paths(settings))
     return result

@@ -9,7 +9,7 @@ import torch
 
 from resnet_lab.errors import ConfigError
 
-SECTIONS = ("train", "infer", "torchvision")
+SECTIONS = ("train", "infer", "torchvision", "data")
 
 # Lightning's precision names (and their short aliases) that both paths can run the same way:
 # autocast around the forward pass and the loss, a GradScaler for float16.
