@@ -93,7 +93,7 @@ def launch_dir() -> str:
 
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("launch_dir", launch_dir, replace=True)
-    OmegaConf.register_new_resolver("run_id", run_id, replace=True)
+    OmegaConf.register_new_resolver("run_id", run_id, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("writable_dir", writable_dir, replace=True)
     OmegaConf.register_new_resolver("sweep_key", sweep_key, replace=True)  # Optuna sweep dirs
     # hydra.run.dir / hydra.output_subdir of a resumed run (resnet_lab.resume).
@@ -168,6 +168,12 @@ def check_config(cfg: DictConfig) -> None:
     Each error names the key, what is allowed and an example fix.
     """
     check_hardware(cfg)  # GPU asked for but absent, multinode sizes unset
+    monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None)
+    if isinstance(monitor, str) and monitor.startswith("test/"):
+        raise ConfigError(
+            f"the best checkpoint cannot be chosen on {monitor!r}: test metrics exist only after "
+            "training. Use a validation metric (optimized_metric=val/acc_top1) or callbacks=none."
+        )
     _positive(cfg, "data.batch_size", integer=True)
     _positive(cfg, "optimizer.lr", integer=False)
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
