@@ -26,8 +26,6 @@ from contextlib import contextmanager
 
 import torch
 
-log = logging.getLogger("resnet_lab")
-
 # Set in the launching process by Lightning's subprocess launcher (see the module docstring).
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 # Environment variables that carry a process's rank, from Lightning's launcher, torchrun,
@@ -100,13 +98,17 @@ def use_job_command_for_ddp_children() -> None:
     ``_hydra_subprocess_cmd`` is private to Lightning, so this checks that it is still
     there and still called the way this module expects, and says so when it is not.
     """
+    import inspect
+
     from lightning.pytorch.strategies.launchers import subprocess_script
 
     current = getattr(subprocess_script, "_hydra_subprocess_cmd", None)
-    if current is None:
+    if current is child_command:
+        return
+    if current is None or list(inspect.signature(current).parameters) != ["local_rank"]:
         raise RuntimeError(
-            "lightning.pytorch.strategies.launchers.subprocess_script._hydra_subprocess_cmd is "
-            "gone: this Lightning version starts DDP children differently; update "
+            "lightning.pytorch.strategies.launchers.subprocess_script._hydra_subprocess_cmd(local_rank) "
+            "is gone or changed: this Lightning version starts DDP children differently; update "
             "resnet_lab.distributed for it."
         )
     subprocess_script._hydra_subprocess_cmd = child_command
