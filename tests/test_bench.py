@@ -25,6 +25,7 @@ from resnet_lab.bench.models_vs_torchvision import compare_with_torchvision
 from resnet_lab.bench.plain_loop import PlainLoop
 from resnet_lab.bench.results import Measurement, Ratio
 from resnet_lab.bench.settings import BenchSettings
+from resnet_lab.bench.step_profile import profile_training
 from resnet_lab.bench.timing import PeakMemory
 from resnet_lab.bench.workload import (
     COSINE_DEFAULTS,
@@ -202,6 +203,12 @@ def test_a_missing_gpu_is_refused():
         BenchSettings(precision="16-mixed")
 
 
+def test_profile_and_json_are_not_combined(tmp_path, capsys):
+    assert main(["--profile", str(tmp_path / "p"), "--json", str(tmp_path / "b.json")]) == 2
+    assert "give one of the two" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
 def test_an_existing_json_file_is_kept(tmp_path, capsys):
     out = tmp_path / "bench.json"
     out.write_text("earlier results")
@@ -235,6 +242,19 @@ def test_data_section_times_both_data_paths_with_the_data_packages_benchmark():
     assert ratio.samples == pytest.approx(
         [a / b for a, b in zip(resident.images_per_s["samples"], loader.images_per_s["samples"])]
     )
+
+
+def test_profile_writes_operator_tables_traces_and_python_time_by_package(tmp_path):
+    settings = BenchSettings(image_size=16, batch_size=8, warmup=1, steps=1)
+    summary = profile_training(settings, tmp_path / "profile")
+    for path in ("lightning", "plain"):
+        assert "aten::" in (tmp_path / "profile" / f"{path}_operators.txt").read_text()
+        assert "traceEvents" in (tmp_path / "profile" / f"{path}_trace.json").read_text()
+        assert "function calls" in (tmp_path / "profile" / f"{path}_python.txt").read_text()
+    assert (tmp_path / "profile" / "summary.txt").read_text().strip() == summary
+    lightning_row = next(line for line in summary.splitlines() if line.strip().startswith("lightning "))
+    ours, plain = (float(x) for x in lightning_row.split()[1::2])
+    assert ours > 0 and plain == 0  # Lightning's own code runs in our path only
 
 
 def test_ratio_is_the_median_of_paired_blocks():

@@ -138,7 +138,7 @@ def set_up_process(settings: BenchSettings, threads: int | None) -> None:
     quiet_lightning()
 
 
-def run(settings: BenchSettings, args: argparse.Namespace) -> dict:
+def run(settings: BenchSettings, args: argparse.Namespace, argv: list[str]) -> dict:
     from resnet_lab.bench.machine import load_average, machine_info
     from resnet_lab.bench.report import build_payload
     from resnet_lab.bench.results import SectionResult
@@ -152,16 +152,19 @@ def run(settings: BenchSettings, args: argparse.Namespace) -> dict:
         settings,
         result,
         machine=machine_info(settings.torch_device),
-        command=["python", "-m", "resnet_lab.bench", *sys.argv[1:]],
+        command=["python", "-m", "resnet_lab.bench", *argv],
         load_average={"before": before, "after": load_average()},
         wall_time_s=time.perf_counter() - started,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     try:
         settings = settings_from(args)
+        if args.profile is not None and args.json is not None:
+            raise ConfigError("--profile writes its own files and no --json report; give one of the two.")
         check_output(args.json, args.overwrite)
         check_profile_dir(args.profile, args.overwrite)
         if args.profile is not None:
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             set_up_process(settings, args.threads)
             print(profile_training(settings, args.profile))
             return 0
-        payload = run(settings, args)
+        payload = run(settings, args, argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
