@@ -50,9 +50,9 @@ def test_named_subset(tree):
     data.setup()
     assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (30, 20, 20)
     assert sorted(set(data.train_set.labels.tolist())) == list(range(10))
-    assert all(EXTRA[0] not in path for path in data.train_set.paths)
+    assert all(EXTRA[0].encode() not in path for path in data.train_set.paths)
     # Class i is the i-th wnid in sorted order, like torchvision's ImageFolder.
-    first = data.train_set.paths[0]
+    first = data.train_set.paths[0].decode()
     assert f"/{sorted(IMAGENETTE)[0]}/" in first and data.train_set.labels[0] == 0
 
 

@@ -56,8 +56,9 @@ class ImageFileDataset(Dataset):
 
     def __init__(self, paths: list[str], labels: list[int], transform, image_size: int) -> None:
         # NumPy arrays rather than lists of Python objects: fork-started workers then share
-        # them without copy-on-write page faults from reference counting.
-        self.paths = np.array(paths)
+        # them without copy-on-write page faults from reference counting. UTF-8 bytes, not
+        # NumPy's 4-byte-per-character str: 1.28 M ImageNet paths take ~0.1 GB, not ~0.5 GB.
+        self.paths = np.array([path.encode() for path in paths], dtype=np.bytes_)
         self.labels = np.array(labels, dtype=np.int64)
         self.transform = transform
         self.image_size = image_size
@@ -66,7 +67,7 @@ class ImageFileDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        path = str(self.paths[index])
+        path = self.paths[index].decode()
         try:
             image = decode_image(read_file(path), mode=ImageReadMode.RGB)
         except (RuntimeError, OSError, ValueError) as error:
