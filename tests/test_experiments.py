@@ -106,7 +106,15 @@ def test_every_recipe_cites_its_source_and_expected_result():
             assert "python -m resnet_lab experiment=" in comment, f"{recipe}: no command"
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
+# ResNet-18/50 recipes (and JPEG decoding for the ImageNet ones) take 15-30 s each on a
+# 2-core machine: the slow suite runs them; the CIFAR-sized ones run in the fast suite.
+_HEAVY = {"cifar10_resnet18", "cifar10_fast", "fashion_mnist_resnet18", "imagenette_resnet50",
+          "imagenet_resnet50"}
+
+
+@pytest.mark.parametrize(
+    "recipe", [pytest.param(r, marks=pytest.mark.slow) if r in _HEAVY else r for r in RECIPES]
+)
 def test_recipe_runs_a_fast_dev_run_step(recipe, tmp_path, monkeypatch):
     overrides = [f"experiment={recipe}", *_small_data(recipe, tmp_path, monkeypatch),
                  *_few_steps(recipe, tmp_path), *CPU, *STEPS]
