@@ -47,24 +47,30 @@ def prepare(net: nn.Module, settings: BenchSettings) -> nn.Module:
     return net
 
 
+@functools.lru_cache(maxsize=1)
+def batch_pool(settings: BenchSettings, size: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` distinct batches on the device, made once per run: (size, N, C, H, W) images
+    and (size, N) labels. Each class has a fixed pattern under the noise, so the loss can fall."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    image_size, channels, classes = settings.image_size, settings.in_chans, settings.num_classes
+    patterns = torch.randn(classes, channels, image_size, image_size, generator=generator)
+    labels = torch.randint(classes, (size, settings.batch_size), generator=generator)
+    images = patterns[labels] + torch.randn(
+        size, settings.batch_size, channels, image_size, image_size, generator=generator
+    )
+    return images.to(settings.torch_device), labels.to(settings.torch_device)
+
+
 class SyntheticBatches:
-    """``length`` batches cycled from a pool of ``pool`` distinct batches already on the device.
+    """``length`` batches cycled from the run's ``batch_pool``, already on the device.
 
     Every pass yields the same batches in the same order. Both training paths read them, so
     their ratio measures the training loop alone (the data paths have a section of their
-    own). Each class has a fixed pattern under the noise, so the loss can fall.
+    own).
     """
 
-    def __init__(self, settings: BenchSettings, length: int, *, pool: int = 3) -> None:
-        generator = torch.Generator().manual_seed(settings.seed)
-        size, channels, classes = settings.image_size, settings.in_chans, settings.num_classes
-        patterns = torch.randn(classes, channels, size, size, generator=generator)
-        labels = torch.randint(classes, (pool, settings.batch_size), generator=generator)
-        images = patterns[labels] + torch.randn(
-            pool, settings.batch_size, channels, size, size, generator=generator
-        )
-        self.images = images.to(settings.torch_device)
-        self.labels = labels.to(settings.torch_device)
+    def __init__(self, settings: BenchSettings, length: int) -> None:
+        self.images, self.labels = batch_pool(settings)
         self.length = length
 
     @property
