@@ -150,16 +150,27 @@ def load_checkpoint_file(
             f"by resnet_lab need none of that. {TRUST_HINT}"
         ) from None
     except Exception as error:  # truncated zip, not a torch file, unreadable ...
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"{what} {str(file)!r} could not be read as a PyTorch checkpoint; it is truncated "
-            f"(a save that was interrupted) or not a checkpoint at all ({first_line})."
-        ) from None
+        raise CheckpointError(f"{what} {str(file)!r} {_why_unreadable(file, error)}") from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(
             f"{what} {str(file)!r} holds a {type(checkpoint).__name__}, not a checkpoint dictionary."
         )
     return checkpoint
+
+
+def _why_unreadable(file: Path, error: BaseException) -> str:
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0].rstrip(".")
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(4)
+    except OSError as os_error:
+        return f"cannot be read: {os_error}."
+    if head == b"PK\x03\x04":  # torch.save writes a zip archive; this one does not open
+        return (
+            "is truncated or damaged: it starts like a checkpoint but cannot be read to the end "
+            f"(typically a copy or save that was interrupted) ({detail})."
+        )
+    return "is not a PyTorch checkpoint (torch.save writes zip archives; this file is not one)."
 
 
 def require_training_state(checkpoint: Mapping[str, Any], what: str) -> None:
@@ -272,7 +283,7 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run or self._saved_step == trainer.global_step:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:

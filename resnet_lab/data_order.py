@@ -16,6 +16,7 @@ the data position and the loop position one number: they cannot disagree.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,10 @@ class ResumableDistributedSampler(DistributedSampler):
         super().__init__(dataset, **kwargs)
         self._trainer = trainer
         self.start_index = 0
+        if trainer is not None:
+            # Lightning warns on a mid-epoch resume unless the *loader* has state_dict(); with
+            # this sampler the epoch does continue where it stopped, so the warning is wrong.
+            warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
     def __iter__(self) -> Iterator[int]:
         position = resumed_position(self._trainer)

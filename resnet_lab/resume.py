@@ -528,8 +528,12 @@ def resume_run_dir(fresh_dir: str, *, _root_: DictConfig) -> str:
 def resume_output_subdir(*, _root_: DictConfig) -> str:
     """Hydra resolver for ``hydra.output_subdir``: ``.hydra``, or for a resumed run a
     subdirectory of its own, so the run's original ``.hydra/`` files are never rewritten."""
+    from hydra.types import RunMode
+
     from resnet_lab.config import run_id
 
+    if _select(_root_, "hydra.mode") == RunMode.MULTIRUN:
+        return HYDRA_DIR  # resume and --multirun are refused in prepare_job
     try:
         plan = plan_for_config(_root_, _hydra_overrides(_root_))
     except UserError as error:

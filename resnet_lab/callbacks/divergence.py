@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from resnet_lab.errors import UserError
+from resnet_lab.errors import ConfigError, UserError
 
 log = logging.getLogger("resnet_lab")
 
@@ -46,12 +46,17 @@ class DivergenceDetector(L.Callback):
     Args:
         check_every_n_steps: on an accelerator, how often (optimizer steps) the device-side
             flag is read. Ignored on the CPU, where every step is checked.
+        defer: accumulate on the device and read periodically (True) or read every step
+            (False); None: defer unless the loss is on the CPU.
     """
 
-    def __init__(self, check_every_n_steps: int = 50) -> None:
+    def __init__(self, check_every_n_steps: int = 50, defer: bool | None = None) -> None:
         if not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
-            raise ValueError(f"check_every_n_steps must be a positive integer, got {check_every_n_steps!r}")
+            raise ConfigError(
+                f"callbacks.divergence.check_every_n_steps must be a positive integer, got {check_every_n_steps!r}."
+            )
         self.check_every_n_steps = check_every_n_steps
+        self.defer = defer
         self._bad: torch.Tensor | None = None  # bool flag on the loss's device
         self._first: torch.Tensor | None = None  # (step, epoch, value) of the first bad loss
         self._trainer: L.Trainer | None = None
@@ -64,7 +69,7 @@ class DivergenceDetector(L.Callback):
         if loss is None:
             return
         loss = loss.detach().float()
-        if loss.device.type == "cpu":
+        if not (self.defer if self.defer is not None else loss.device.type != "cpu"):
             if not bool(torch.isfinite(loss).all()):
                 self._raise(trainer, trainer.global_step, trainer.current_epoch, float(loss.reshape(-1)[0]))
             return

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger("resnet_lab")
@@ -71,8 +72,11 @@ def requeue_slurm_job(job_id: str) -> bool:
     return True
 
 
-class Preemption(L.Callback):
+class Preemption(Checkpoint):
     """Save and stop on SIGTERM / SIGUSR1 (see the module docstring).
+
+    A ``Checkpoint`` subclass so that Lightning calls it after the other callbacks: the
+    state it saves includes their work for the batch (an EMA update, for one).
 
     Args:
         dirpath: where ``filename`` is written (the run's checkpoint directory).
@@ -149,7 +153,7 @@ class Preemption(L.Callback):
         name = signal.Signals(signum).name
         path = self.dirpath / self.filename
         if self._saved_step != trainer.global_step:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
         message = f"received {name} at step {trainer.global_step} (epoch {trainer.current_epoch + 1}): saved {path}"
         if trainer.is_global_zero:
             requeue = self.requeue if self.requeue is not None else slurm_job_id() is not None
