@@ -121,12 +121,17 @@ def onecycle(
         )
     peak = [group["lr"] for group in optimizer.param_groups]
     final = max(final_lr_ratio, 1e-8)
+    # OneCycleLR divides by the length of each phase, so each needs at least one step: the
+    # peak comes at step 1 at the earliest, and a run shorter than that (fast_dev_run)
+    # stops part-way through a cycle of three steps.
+    peak_step = max(warmup, 1)
+    cycle = max(total_steps, peak_step + 2)
     return OneCycleLR(
         optimizer,
         max_lr=peak,
-        total_steps=total_steps,
+        total_steps=cycle,
         # OneCycleLR peaks at step pct_start * total_steps - 1.
-        pct_start=(warmup + 1) / total_steps,
+        pct_start=(peak_step + 1) / cycle,
         anneal_strategy="linear",
         div_factor=1 / warmup_start_factor,
         final_div_factor=warmup_start_factor / final,

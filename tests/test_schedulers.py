@@ -71,3 +71,15 @@ def test_onecycle_falls_linearly_to_the_end():
 def test_impossible_schedules_are_refused(factory, options, message):
     with pytest.raises(ConfigError, match=message):
         _lrs(factory, **options)
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 5])
+def test_onecycle_survives_runs_of_a_few_steps_and_no_warmup(total_steps):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=PEAK)
+    scheduler = schedulers.onecycle(optimizer, total_steps=total_steps, steps_per_epoch=1)
+    used = []
+    for _ in range(total_steps):
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert all(0 < lr <= PEAK for lr in used)
