@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 
 from resnet_lab.bench.settings import BenchSettings
@@ -40,7 +41,6 @@ TRAINER_DEFAULTS = {
 # What the benchmark switches off in our path; the plain loop has none of it either.
 SWITCHED_OFF = {
     "logger": False,  # train.py: CSVLogger, writing metrics.csv
-    "enable_checkpointing": False,  # no ModelCheckpoint of Lightning's own either
     "limit_val_batches": 0,  # no validation between the timed steps
     "num_sanity_val_steps": 0,
 }
@@ -133,7 +133,12 @@ class LightningPath:
 
     def trainer(self, max_steps: int, callbacks: list[L.Callback], root_dir: str) -> L.Trainer:
         settings = self.settings
+        # Lightning refuses Checkpoint callbacks (preemption is one: it saves on a signal only)
+        # when checkpointing is off, and adds a ModelCheckpoint of its own when checkpointing
+        # is on without one: on exactly when a kept callback is a Checkpoint, so neither.
+        checkpointing = any(isinstance(callback, Checkpoint) for callback in callbacks)
         return L.Trainer(
+            enable_checkpointing=checkpointing,
             accelerator=settings.torch_device.type,
             devices=trainer_devices(settings.torch_device),
             precision=settings.precision,
