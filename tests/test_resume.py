@@ -425,3 +425,31 @@ def test_a_resumed_run_appends_to_its_metrics_csv(tmp_path):
     assert rows[3]["val/acc_top1"] == "0.5"
     assert (log_dir / "hparams.yaml").read_text() == "lr: 0.1\n"
     assert sorted(p.name for p in log_dir.iterdir()) == ["hparams.yaml", "metrics.csv"]
+
+
+@pytest.mark.slow
+def test_ddp_run_stopped_by_sigterm_resumes_to_the_same_results(tmp_path):
+    """Two processes (gloo): SIGTERM reaches only the launching process; both ranks stop at
+    the same batch, and the resumed run ends with the uninterrupted run's numbers."""
+    ddp = (*TINY, "trainer=ddp_cpu", "trainer.devices=2", "trainer.deterministic=true", "trainer.max_epochs=4",
+           "callbacks.last_checkpoint.every_n_train_steps=1")
+    reference_root, root = tmp_path / "reference", tmp_path / "stopped"
+    reference_root.mkdir()
+    root.mkdir()
+    result = run_cli(ddp, reference_root, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}  # as run_cli: same kernels
+    with open(root / "cli.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "resnet_lab", *ddp], cwd=root, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    run = _wait_for_checkpoint(root, process, 3, timeout=900)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    result = run_cli([f"resume={run}"], root, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run / "run.json").read_text())
+    (reference,) = run_dirs(reference_root)
+    expected = json.loads((reference / "run.json").read_text())
+    for key in ("test/acc_top1", "test/loss", "val/acc_top1", "val/loss"):
+        assert record["metrics"][key] == expected["metrics"][key], key
