@@ -155,6 +155,9 @@ class ImageClassifier(L.LightningModule):
         self._eval_step(batch, self.test_metrics, self.test_loss, "test")
 
     def on_train_epoch_start(self) -> None:
+        # Lightning resets logged metrics at the end of an epoch, but not the end of an epoch
+        # that a resumed run only finished (its checkpoint held the counts): start clean.
+        self.train_metrics.reset()
         self._epoch_images = 0
         self._epoch_start = time.perf_counter()
 
