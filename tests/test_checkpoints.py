@@ -227,6 +227,29 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert record["status"] == "failed" and record["exception"].startswith("TrainingDivergedError")
 
 
+def test_the_deferred_check_copies_nothing_from_the_host_per_step(monkeypatch):
+    """On a GPU, torch.tensor(value, device=cuda) copies from pageable host memory and so
+    waits for the device queue; the deferred check must build its per-step record without
+    it (its only read-back is every check_every_n_steps)."""
+    from types import SimpleNamespace
+
+    from resnet_lab.callbacks.divergence import DivergenceDetector
+
+    detector = DivergenceDetector(check_every_n_steps=1000, defer=True)
+    trainer = SimpleNamespace(global_step=3, current_epoch=1)
+    real_tensor = torch.tensor
+
+    def no_host_copies(*args, **kwargs):
+        raise AssertionError("torch.tensor called in the per-step check")
+
+    monkeypatch.setattr(torch, "tensor", no_host_copies)
+    detector.on_train_batch_end(trainer, None, {"loss": torch.full((), 2.0)}, None, 0)
+    trainer.global_step = 4
+    detector.on_train_batch_end(trainer, None, {"loss": torch.full((), float("nan"))}, None, 1)
+    monkeypatch.setattr(torch, "tensor", real_tensor)
+    assert bool(detector._bad) and detector._first.tolist() == [4.0, 1.0, pytest.approx(float("nan"), nan_ok=True)]
+
+
 def test_float16_divergence_suggests_bf16():
     from resnet_lab.callbacks.divergence import DivergenceDetector
 

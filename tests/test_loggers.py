@@ -242,7 +242,10 @@ def test_wandb_continues_the_same_run_when_the_run_directory_is_resumed(no_wandb
     resnet_loggers.close_loggers([second])
     segments = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(segments) == 2  # `wandb sync` uploads both into one W&B run
-    ids = {segment.name.rsplit("-", 1)[-1] for segment in segments}
+    # Each segment holds run-<id>.wandb; its directory name gains a "-1" suffix when both
+    # segments start within the same second, so the id is read from the file, not the name.
+    ids = {wandb_file.stem.removeprefix("run-") for segment in segments
+           for wandb_file in segment.glob("run-*.wandb")}
     assert ids == {(run_dir / resnet_loggers.WANDB_ID_FILE).read_text().strip()}
     # ...while another run directory gets a W&B run of its own.
     other = _fit(tmp_path / "other", epochs=1)

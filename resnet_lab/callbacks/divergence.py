@@ -74,9 +74,11 @@ class DivergenceDetector(L.Callback):
                 self._raise(trainer, trainer.global_step, trainer.current_epoch, float(loss.reshape(-1)[0]))
             return
         bad = ~torch.isfinite(loss).all()
+        # torch.full launches a fill kernel; torch.tensor(value, device=...) would copy from
+        # pageable host memory, which waits for the device queue: a sync every step.
         record = torch.stack([
-            torch.tensor(float(trainer.global_step), device=loss.device),
-            torch.tensor(float(trainer.current_epoch), device=loss.device),
+            torch.full((), float(trainer.global_step), device=loss.device),
+            torch.full((), float(trainer.current_epoch), device=loss.device),
             loss.reshape(-1)[0],
         ])
         if self._bad is None:

@@ -118,7 +118,10 @@ class RunRecord(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Also reached after a graceful interrupt (Ctrl-C), which Lightning flags.
         status = "interrupted" if trainer.interrupted else "trained"
-        self._save(status=status, global_step=trainer.global_step)
+        # The last epoch's training metrics are logged after its validation, so only now are
+        # they in callback_metrics (a resumed run would otherwise keep an older epoch's).
+        metrics = {**self.record.get("metrics", {}), **_numbers(trainer.callback_metrics)}
+        self._save(status=status, global_step=trainer.global_step, metrics=metrics)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = _numbers({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
