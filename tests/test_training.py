@@ -84,3 +84,22 @@ def test_label_smoothing_is_applied():
     smooth = ImageClassifier(nn.Identity(), optimizer=torch.optim.SGD, num_classes=3, label_smoothing=0.3)
     assert smooth._loss(logits, target) > plain._loss(logits, target) + 1.0
     assert math.isfinite(float(smooth._loss(logits, target)))
+
+
+def test_each_epoch_line_shows_that_epochs_training_metrics(tiny_cfg, tmp_path, caplog):
+    """Lightning aggregates an epoch's training metrics after its validation: a line written
+    at validation end would show the previous epoch's train/acc_top1 (none for epoch 1)."""
+    import csv
+    import logging
+
+    cfg = tiny_cfg("trainer.max_epochs=2", "logger=csv", "test=false")
+    with caplog.at_level(logging.INFO, logger="resnet_lab"):
+        train(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
+    for epoch, line in enumerate(lines):
+        shown = dict(zip(line.split()[2::2], line.split()[3::2]))
+        (row,) = [r for r in rows if r["epoch"] == str(epoch) and r["train/acc_top1"]]
+        assert float(shown["train/acc_top1"]) == pytest.approx(float(row["train/acc_top1"]), abs=5e-4)
+        assert float(shown["train/images_per_sec"]) == pytest.approx(float(row["train/images_per_sec"]), rel=1e-3)
