@@ -317,3 +317,32 @@ def test_sigusr1_under_slurm_requeues_the_job(tmp_path, monkeypatch):
     assert calls.read_text().split() == ["requeue", "4242"]
     assert _step(run / "checkpoints" / "last.ckpt") == 2
     assert json.loads((run / "run.json").read_text())["slurm_job_id"] == "4242"
+
+
+def test_submitits_signal_saves_first_then_submitit_requeues(tmp_path, monkeypatch):
+    """hydra/launcher=slurm: submitit sends SIGUSR2 before the time limit, and its own handler
+    would requeue and exit mid-step with nothing saved. The run saves at the end of the batch,
+    then hands the signal to submitit's handler (which requeues and exits)."""
+    run = tmp_path / "run"
+    seen = []
+
+    def submitits_handler(signum, frame):  # what submitit's checkpoint_and_try_requeue does
+        seen.append((signum, _step(run / "checkpoints" / "last.ckpt")))
+        raise SystemExit(-1)
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    previous = signal.signal(signal.SIGUSR2, submitits_handler)
+    try:
+        cfg = compose_config([*TINY, "trainer.max_epochs=1", "logger=none", "test=false",
+                              "+callbacks.signal._target_=tests.test_checkpoints.SignalAt",
+                              "+callbacks.signal.step=1", "+callbacks.signal.signum=SIGUSR2"], run_dir=run)
+        with pytest.raises(SystemExit) as stop:
+            train(cfg)
+        assert stop.value.code == 128 + signal.SIGUSR2
+        assert seen == [(signal.SIGUSR2, 2)]  # called once, after last.ckpt held step 2
+        assert signal.getsignal(signal.SIGUSR2) is submitits_handler  # given back after fit
+        assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

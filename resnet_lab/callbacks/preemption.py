@@ -17,6 +17,14 @@ the atomic checkpoint IO, requeues the SLURM job if the signal was SIGUSR1, and 
 SIGTERM) after Lightning's own clean-up: a scheduler sees a job that did not finish.
 Lightning restores the previous handlers when ``fit`` ends.
 
+Under submitit (``hydra/launcher=slurm``), the job receives submitit's preemption signal
+(SIGUSR2 unless ``SUBMITIT_PREEMPT_SIGNAL`` names another) ``signal_delay_s`` before the time
+limit. submitit's own handler resubmits the job and exits the process from inside the
+handler, mid-step, with nothing saved. ``Preemption`` takes that signal too: it saves at the
+end of the batch like the others, then calls submitit's handler, which requeues the job
+(the launcher's ``checkpoint`` reruns the same overrides; with ``resume=auto_or_new`` the
+rerun continues this run), and exits with 128 + the signal number.
+
 Under DDP the decision is all-reduced every step, so all ranks stop at the same batch.
 Lightning 2.6 already broadcasts its own SIGTERM flag every step under DDP; this adds one
 more tiny collective per step.
@@ -53,6 +61,15 @@ def slurm_job_id() -> str | None:
     if array_job is not None:
         return f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+def submitit_signal() -> int | None:
+    """The signal submitit sends a job before its time limit or on preemption (SIGUSR2
+    unless ``SUBMITIT_PREEMPT_SIGNAL`` names another); None outside a submitit job."""
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
+    return getattr(signal, f"SIG{name}", None)
 
 
 def requeue_slurm_job(job_id: str) -> bool:
@@ -94,6 +111,7 @@ class Preemption(Checkpoint):
         self._installed = False
         self._deferred = False
         self._saved_step: int | None = None
+        self._submitit: tuple[int, Any] | None = None  # (signal, submitit's handler)
 
     # -- signals -------------------------------------------------------------------------
 
@@ -110,6 +128,11 @@ class Preemption(Checkpoint):
             signum = getattr(signal, name, None)
             if signum is not None:
                 signal.signal(signum, self._handler)
+        submitit = submitit_signal()
+        if submitit is not None:
+            previous = signal.signal(submitit, self._handler)
+            if self._submitit is None or self._submitit[0] != submitit:
+                self._submitit = (submitit, previous)
         self._installed = True
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -120,6 +143,11 @@ class Preemption(Checkpoint):
         self._install()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning restores its own SIGTERM/SIGUSR1 handlers when fit ends; submitit's
+        # signal is not one of them.
+        if self._installed and self._submitit is not None and threading.current_thread() is threading.main_thread():
+            signum, previous = self._submitit
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._installed = False
 
     # -- decisions -----------------------------------------------------------------------
@@ -162,4 +190,16 @@ class Preemption(Checkpoint):
                 requeue_slurm_job(job)
             run_dir = self.dirpath.parent
             log.warning("%s; continue with: python -m resnet_lab resume=%s", message, run_dir)
+        if self._submitit is not None and signum == self._submitit[0] and callable(self._submitit[1]):
+            self._hand_over_to_submitit(signum)
         raise Preempted(signum)
+
+    def _hand_over_to_submitit(self, signum: int) -> None:
+        """Run submitit's handler now that the state is saved: it requeues the job (rank 0
+        only; it returns on the others) and then exits, which becomes ``Preempted``."""
+        try:
+            self._submitit[1](signum, None)
+        except SystemExit:
+            pass  # submitit requeued the job and asked the process to end
+        except Exception as error:  # noqa: BLE001 - e.g. "timed-out too many times": nothing to requeue
+            log.warning("submitit did not requeue the job: %s", error)
