@@ -241,6 +241,26 @@ def test_torchvision_checkpoint_gives_torchvision_outputs(name, tmp_path):
         torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_training_step_gives_torchvision_gradients(name):
+    """Train mode, forward and backward: the same loss and the same gradient for every
+    parameter as torchvision's model with the same weights (the blocks add the shortcut in
+    place, as torchvision does; nothing the backward pass needs may be overwritten)."""
+    torch.manual_seed(0)
+    reference = randomize_norms(getattr(torchvision.models, name)(num_classes=10)).train()
+    ours = build_model(name, num_classes=10).train()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(4, 3, 32, 32)
+    target = torch.tensor([0, 3, 5, 9])
+    losses = [nn.functional.cross_entropy(model(x), target) for model in (ours, reference)]
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    theirs = dict(reference.named_parameters())
+    for key, parameter in ours.named_parameters():
+        torch.testing.assert_close(parameter.grad, theirs[key].grad, rtol=1e-4, atol=1e-6, msg=key)
+
+
 TIMM_CASES = [
     ("resnet50d", "resnet50d", {}),
     ("seresnet50", "se_resnet50", {}),

@@ -141,7 +141,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.dropout(self.act1(self.bn1(self.conv1(x))))
         out = self.drop_path(self.se(self.bn2(self.conv2(out))))
-        return self.act2(out + self.downsample(x))
+        out += self.downsample(x)  # in place, as torchvision: no extra activation-sized tensor
+        return self.act2(out)
 
 
 class Bottleneck(nn.Module):
@@ -192,7 +193,8 @@ class Bottleneck(nn.Module):
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.dropout(self.act2(self.bn2(self.conv2(out))))
         out = self.drop_path(self.se(self.bn3(self.conv3(out))))
-        return self.act3(out + self.downsample(x))
+        out += self.downsample(x)
+        return self.act3(out)
 
 
 class PreActBasicBlock(nn.Module):
@@ -241,7 +243,9 @@ class PreActBasicBlock(nn.Module):
         preact = self.act1(self.bn1(x))
         shortcut = self.downsample(preact if self.shortcut_reads_preact else x)
         out = self.dropout(self.act2(self.bn2(self.conv1(preact))))
-        return self.drop_path(self.se(self.conv2(out))) + shortcut
+        out = self.drop_path(self.se(self.conv2(out)))
+        out += shortcut
+        return out
 
 
 class PreActBottleneck(nn.Module):
@@ -291,7 +295,9 @@ class PreActBottleneck(nn.Module):
         shortcut = self.downsample(preact if self.shortcut_reads_preact else x)
         out = self.act2(self.bn2(self.conv1(preact)))
         out = self.dropout(self.act3(self.bn3(self.conv2(out))))
-        return self.drop_path(self.se(self.conv3(out))) + shortcut
+        out = self.drop_path(self.se(self.conv3(out)))
+        out += shortcut
+        return out
 
 
 def bottleneck_width(width: int, groups: int, width_per_group: int) -> int:
