@@ -8,7 +8,8 @@ import lightning as L
 
 log = logging.getLogger("resnet_lab")
 
-_ORDER = ("train/loss", "train/acc_top1", "val/loss", "val/acc_top1", "val/acc_top5", "train/images_per_sec")
+_ORDER = ("train/loss", "train/acc_top1", "val/loss", "val/acc_top1", "val/acc_top5", "val/acc_top1_ema",
+          "train/images_per_sec")
 
 
 class EpochSummary(L.Callback):
