@@ -111,6 +111,20 @@ def test_run_arguments_resolve_by_path_id_or_unique_prefix(tmp_path, capsys):
     assert "no run 'nope'" in capsys.readouterr().err
 
 
+def test_a_search_trial_is_listed_under_its_search(tmp_path):
+    def run_with_choices(name: str, **choices) -> Run:
+        run = _record(tmp_path / name, status="finished")
+        (run.path / ".hydra").mkdir()
+        (run.path / ".hydra" / "hydra.yaml").write_text(
+            "hydra:\n  runtime:\n    choices:\n" + "".join(f"      {k}: {v}\n" for k, v in choices.items()))
+        return Run(run.path)
+
+    assert run_with_choices("trial", hparams_search="cifar10_resnet20", experiment="null",
+                            model="resnet20").experiment == "hparams_search=cifar10_resnet20"
+    assert run_with_choices("recipe", experiment="cifar10_fast", hparams_search="null").experiment == "cifar10_fast"
+    assert run_with_choices("plain", model="resnet20").experiment == "-"
+
+
 def test_list_on_an_empty_root_says_how_to_start(tmp_path, capsys):
     assert main(["list", "--root", str(tmp_path / "outputs")]) == 0
     assert "no runs under" in capsys.readouterr().out

@@ -272,7 +272,12 @@ class Run:
 
     @property
     def experiment(self) -> str:
-        return str(self.choices.get("experiment") or "-")
+        """The experiment config, or for a trial of a hyperparameter search that has none,
+        ``hparams_search=<name>`` (what the command line chose)."""
+        if self.choices.get("experiment"):
+            return str(self.choices["experiment"])
+        search = self.choices.get("hparams_search")
+        return f"hparams_search={search}" if search else "-"
 
     @property
     def model(self) -> str:
