@@ -6,6 +6,7 @@ wheel (pyproject's force-include); ``config_dir()`` finds whichever is there.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import sys
@@ -43,8 +44,36 @@ def run_id(kind: str = "run") -> str:
     once per process, so the value is memoized per ``kind`` (runs and multiruns).
     """
     if kind not in _RUN_IDS:
-        _RUN_IDS[kind] = time.strftime("%Y-%m-%d_%H-%M-%S") + "_" + secrets.token_hex(3)
+        _RUN_IDS[kind] = _torchrun_run_id() or time.strftime("%Y-%m-%d_%H-%M-%S") + "_" + secrets.token_hex(3)
     return _RUN_IDS[kind]
+
+
+def _torchrun_run_id() -> str | None:
+    """Under torchrun on one machine, a run id that every worker computes alike, so that
+    they share one run directory: the start time of torchrun's agent (the workers' parent
+    process) and a hash of its pid, start and torchrun's restart count (a restarted group
+    starts a new directory rather than write over the old one's checkpoints).
+
+    None elsewhere, and under torchrun across machines, where the workers have no parent
+    in common: there every machine needs the same ``hydra.run.dir`` (docs/HARDWARE.md).
+    """
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    world, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
+    if not world or world != local:
+        return None
+    agent = os.getppid()
+    try:
+        # /proc/<pid>/stat: field 22 is the start time in clock ticks after boot; the
+        # command name (field 2) may hold spaces, so count from its closing parenthesis.
+        start_ticks = int(Path(f"/proc/{agent}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    started = time.localtime(boot + start_ticks / os.sysconf("SC_CLK_TCK"))
+    key = f"{agent}-{start_ticks}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return time.strftime("%Y-%m-%d_%H-%M-%S", started) + "_" + hashlib.sha1(key.encode()).hexdigest()[:6]
 
 
 def writable_dir(path: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -48,6 +49,48 @@ def test_two_runs_started_together_get_separate_directories(tmp_path):
     runs = run_dirs(tmp_path)
     assert len(runs) == 2
     assert all((run / "run.json").is_file() for run in runs)
+
+
+_AGENT = """
+import os, subprocess, sys
+env = {**os.environ, "TORCHELASTIC_RUN_ID": "none", "MASTER_PORT": "29500",
+       "WORLD_SIZE": sys.argv[1], "LOCAL_WORLD_SIZE": sys.argv[2], "TORCHELASTIC_RESTART_COUNT": sys.argv[3]}
+worker = "from resnet_lab.config import run_id; print(run_id('run'))"
+workers = [subprocess.Popen([sys.executable, "-c", worker], env=env, stdout=subprocess.PIPE, text=True)
+           for _ in range(2)]
+print(" ".join(w.communicate()[0].strip() for w in workers))
+"""
+
+
+def test_torchrun_workers_on_one_machine_share_one_run_directory():
+    """torchrun starts every worker from its agent; each runs Hydra and names the run
+    directory. A stand-in agent starts two workers the way torchrun does."""
+    def ids(world: str, local: str, restart: str = "0") -> list[str]:
+        result = subprocess.run([sys.executable, "-c", _AGENT, world, local, restart],
+                                capture_output=True, text=True, timeout=120, check=True)
+        return result.stdout.split()
+
+    first, second = ids("2", "2"), ids("2", "2")
+    assert first[0] == first[1] and second[0] == second[1]  # the workers of one agent agree
+    assert first[0] != second[0]  # another torchrun: another run
+    restarted = ids("2", "2", restart="1")
+    assert restarted[0] == restarted[1] != first[0]
+    # Several machines: no common parent, so no shared id (hydra.run.dir is required there).
+    across = ids("4", "2")
+    assert across[0] != across[1]
+
+
+@pytest.mark.slow
+def test_torchrun_on_one_machine_writes_one_run(tmp_path):
+    env = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "resnet_lab", "trainer=ddp_cpu", *TINY],
+        cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    (run,) = run_dirs(tmp_path)  # one directory for both processes
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
