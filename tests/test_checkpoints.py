@@ -279,18 +279,23 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+def _train_until_signalled(run: Path, step: int, signum: str = "SIGTERM", epochs: int = 1) -> int:
+    """Train TINY in-process, sending ``signum`` to itself at step ``step``; the exit status."""
+    cfg = compose_config([*TINY, f"trainer.max_epochs={epochs}", "logger=none", "test=false",
+                          "+callbacks.signal._target_=tests.test_checkpoints.SignalAt",
+                          f"+callbacks.signal.step={step}", f"+callbacks.signal.signum={signum}"], run_dir=run)
+    with pytest.raises(SystemExit) as stop:
+        train(cfg)
+    return stop.value.code
+
+
 @pytest.mark.parametrize(("step", "saved_step"), [(1, 2), (3, 4)], ids=["mid-epoch", "last batch of the epoch"])
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, step, saved_step):
     """Mid-epoch the batch in progress finishes, then last.ckpt is written; on an epoch's
     last batch the stop waits for that epoch's validation (and its checkpoint)."""
     run = tmp_path / "run"
-    cfg = compose_config([*TINY, "trainer.max_epochs=2", "logger=none", "test=false",
-                          "+callbacks.signal._target_=tests.test_checkpoints.SignalAt",
-                          f"+callbacks.signal.step={step}"], run_dir=run)
     previous = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SystemExit) as stop:
-        train(cfg)
-    assert stop.value.code == 128 + signal.SIGTERM
+    assert _train_until_signalled(run, step, epochs=2) == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == previous  # handlers restored after fit
     assert _step(run / "checkpoints" / "last.ckpt") == saved_step
     record = json.loads((run / "run.json").read_text())
@@ -308,12 +313,7 @@ def test_sigusr1_under_slurm_requeues_the_job(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     run = tmp_path / "run"
-    cfg = compose_config([*TINY, "trainer.max_epochs=1", "logger=none", "test=false",
-                          "+callbacks.signal._target_=tests.test_checkpoints.SignalAt",
-                          "+callbacks.signal.step=1", "+callbacks.signal.signum=SIGUSR1"], run_dir=run)
-    with pytest.raises(SystemExit) as stop:
-        train(cfg)
-    assert stop.value.code == 128 + signal.SIGUSR1
+    assert _train_until_signalled(run, 1, "SIGUSR1") == 128 + signal.SIGUSR1
     assert calls.read_text().split() == ["requeue", "4242"]
     assert _step(run / "checkpoints" / "last.ckpt") == 2
     assert json.loads((run / "run.json").read_text())["slurm_job_id"] == "4242"
@@ -335,12 +335,7 @@ def test_submitits_signal_saves_first_then_submitit_requeues(tmp_path, monkeypat
     monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
     previous = signal.signal(signal.SIGUSR2, submitits_handler)
     try:
-        cfg = compose_config([*TINY, "trainer.max_epochs=1", "logger=none", "test=false",
-                              "+callbacks.signal._target_=tests.test_checkpoints.SignalAt",
-                              "+callbacks.signal.step=1", "+callbacks.signal.signum=SIGUSR2"], run_dir=run)
-        with pytest.raises(SystemExit) as stop:
-            train(cfg)
-        assert stop.value.code == 128 + signal.SIGUSR2
+        assert _train_until_signalled(run, 1, "SIGUSR2") == 128 + signal.SIGUSR2
         assert seen == [(signal.SIGUSR2, 2)]  # called once, after last.ckpt held step 2
         assert signal.getsignal(signal.SIGUSR2) is submitits_handler  # given back after fit
         assert json.loads((run / "run.json").read_text())["status"] == "interrupted"

@@ -90,6 +90,7 @@ def test_each_epoch_line_shows_that_epochs_training_metrics(tiny_cfg, tmp_path, 
     """Lightning aggregates an epoch's training metrics after its validation: a line written
     at validation end would show the previous epoch's train/acc_top1 (none for epoch 1)."""
     import csv
+    import json
     import logging
 
     cfg = tiny_cfg("trainer.max_epochs=2", "logger=csv", "test=false")
@@ -103,3 +104,6 @@ def test_each_epoch_line_shows_that_epochs_training_metrics(tiny_cfg, tmp_path, 
         (row,) = [r for r in rows if r["epoch"] == str(epoch) and r["train/acc_top1"]]
         assert float(shown["train/acc_top1"]) == pytest.approx(float(row["train/acc_top1"]), abs=5e-4)
         assert float(shown["train/images_per_sec"]) == pytest.approx(float(row["train/images_per_sec"]), rel=1e-3)
+    # run.json ends with the last epoch's training metrics too, not the epoch before's.
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["metrics"]["train/acc_top1"] == pytest.approx(float(row["train/acc_top1"]))

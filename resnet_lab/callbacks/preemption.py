@@ -129,10 +129,8 @@ class Preemption(Checkpoint):
             if signum is not None:
                 signal.signal(signum, self._handler)
         submitit = submitit_signal()
-        if submitit is not None:
-            previous = signal.signal(submitit, self._handler)
-            if self._submitit is None or self._submitit[0] != submitit:
-                self._submitit = (submitit, previous)
+        if submitit is not None:  # teardown gives submitit its handler back
+            self._submitit = (submitit, signal.signal(submitit, self._handler))
         self._installed = True
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
