@@ -7,7 +7,9 @@ named by ``cfg.optimized_metric`` so that Hydra sweepers can optimize it.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -163,6 +165,25 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {error}", file=sys.stderr)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper decides whether one failed job stops the sweep
+        if HydraConfig.initialized():
+            _remove_unstarted_run_dir(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(2)
+
+
+def _remove_unstarted_run_dir(run_dir: Path) -> None:
+    """Remove a run directory that holds only what Hydra wrote before the job began (its
+    ``.hydra`` files and an empty ``train.log``): the input was refused, nothing ran, and
+    ``runs list`` would otherwise show it as a run. Anything else in it keeps it."""
+    try:
+        if {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}:
+            return
+        if (run_dir / "train.log").exists() and (run_dir / "train.log").stat().st_size:
+            return
+        hydra_dir = run_dir / ".hydra"
+        if hydra_dir.exists() and {p.name for p in hydra_dir.iterdir()} - {"config.yaml", "hydra.yaml", "overrides.yaml"}:
+            return
+        shutil.rmtree(run_dir)
+    except OSError:
+        pass  # left in place: a stray directory is no reason to hide the error above
 
 
