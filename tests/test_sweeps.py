@@ -29,7 +29,7 @@ from resnet_lab.runs.run import Run
 from resnet_lab.sweeps.naming import sweep_key
 from resnet_lab.sweeps.pruning import OptunaPruning
 from resnet_lab.sweeps.search_space import parse_search_space
-from tests.conftest import TINY
+from tests.conftest import REPO, TINY
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -179,13 +179,30 @@ def _study(sweep_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name=sweep_dir.name, storage=storage)
 
 
+class HoldTrial(L.Callback):
+    """Keeps the trial whose run directory is named ``name`` waiting in its first batch, so
+    that the test kills the sweep in the middle of that trial: a tiny trial can start and
+    end between two looks at its run.json."""
+
+    def __init__(self, name: str = "1") -> None:
+        self.name = name
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if Path(HydraConfig.get().runtime.output_dir).name == self.name:
+            time.sleep(3600)
+
+
 @pytest.mark.slow
 def test_killed_sweep_resumes_with_the_same_command(tmp_path):
     searchpath = _write_search_space(
         tmp_path, "tiny", n_trials=3, params="{optimizer.lr: 'tag(log, interval(0.05, 0.8))'}",
         enqueue="[]", pruner="{_target_: optuna.pruners.NopPruner}")
-    command = _sweep_command(searchpath, "tiny")
-    sweep = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+    # Trial 1 waits to be killed; its retry (another trial number) and the others run through.
+    command = _sweep_command(searchpath, "tiny", "+callbacks.hold._target_=tests.test_sweeps.HoldTrial")
+    env = {**_env(), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    sweep = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:
         # Kill it (SIGKILL: no cleanup of any kind) once trial 0 is done and trial 1 trains.
@@ -207,7 +224,7 @@ def test_killed_sweep_resumes_with_the_same_command(tmp_path):
     states = [trial.state for trial in _study(sweep_dir).trials]
     assert states == [TrialState.COMPLETE, TrialState.RUNNING]
 
-    again = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "left running by a sweep that stopped" in again.stdout + again.stderr
     study = _study(sweep_dir)
@@ -223,7 +240,7 @@ def test_killed_sweep_resumes_with_the_same_command(tmp_path):
     assert all((sweep_dir / str(t.number) / "run.json").is_file() for t in trials)
 
     # Running the finished sweep's command again runs nothing more.
-    third = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    third = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0, third.stderr[-3000:]
     assert len(_study(sweep_dir).trials) == 4
 
