@@ -1,72 +1,15 @@
-"""Shared fixtures: compose the real configs with CPU-sized overrides, run the real CLI."""
+"""Fixtures shared by the test files (helpers to import live in tests/helpers)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Sequence
-from pathlib import Path
-
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
 
-from resnet_lab.config import config_dir
-
-REPO = Path(__file__).resolve().parents[1]
-
-# Small and fast: a 3-stage CIFAR ResNet on 16x16 synthetic images, a few batches.
-TINY = (
-    "data=synthetic",
-    "data.image_size=16",
-    "data.train_size=128",
-    "data.val_size=64",
-    "data.test_size=64",
-    "data.batch_size=32",
-    "trainer.max_epochs=1",
-    "trainer.log_every_n_steps=1",
-)
-
-torch.set_num_threads(min(2, torch.get_num_threads()))
-
-
-def compose_config(overrides: Sequence[str] = (), *, run_dir: Path | None = None) -> DictConfig:
-    """The real composed config, as `python -m resnet_lab` would build it, minus Hydra's runtime."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="test"):
-        cfg = compose(config_name="train", overrides=list(overrides))
-    if run_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.root_dir = str(run_dir.parent)
-            cfg.paths.data_dir = str(run_dir.parent / "data")
-            cfg.paths.log_dir = str(run_dir.parent / "outputs")
-            cfg.paths.output_dir = str(run_dir)
-    return cfg
-
-
-def run_cli(
-    args: Sequence[str], cwd: Path, *, timeout: float = 300, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """Run `python -m resnet_lab ARGS` in `cwd` (so outputs/ lands there)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "resnet_lab", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def run_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "outputs" / "runs").glob("*") if p.is_dir())
+from tests.helpers import TINY, compose_config
 
 
 @pytest.fixture
 def tiny_cfg(tmp_path):
-    def make(*overrides: str) -> DictConfig:
+    def make(*overrides: str):
         return compose_config([*TINY, *overrides], run_dir=tmp_path / "run")
 
     return make

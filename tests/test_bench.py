@@ -35,7 +35,7 @@ from resnet_lab.bench.workload import (
     prepare,
 )
 from resnet_lab.errors import ConfigError
-from tests.conftest import REPO, compose_config
+from tests.helpers import REPO, compose_config
 
 TINY = dict(image_size=16, batch_size=8, warmup=1, steps=3, repeats=2)
 

@@ -32,21 +32,12 @@ from resnet_lab.checkpointing import (
 from resnet_lab.errors import CheckpointError
 from resnet_lab.models import build_model
 from resnet_lab.train import train
-from tests.conftest import REPO, TINY, compose_config
+from tests.helpers import REPO, TINY, Evil, compose_config
 
 # 4 batches of 32 per epoch; a checkpoint after every optimizer step.
 STEPS = (*TINY, "trainer.max_epochs=2", "logger=none", "test=false",
          "callbacks.last_checkpoint.every_n_train_steps=1")
 
-
-class Evil:
-    """Unpickling this calls os.system: the attack weights_only loading exists to stop."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
 
 
 def _step(path: Path) -> int:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import TINY, run_cli, run_dirs
+from tests.helpers import TINY, run_cli, run_dirs
 
 
 def test_fast_dev_run_writes_its_run_directory(tmp_path):

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from resnet_lab.config import config_dir
 from resnet_lab.train import _instantiate_group, build_module, build_trainer
-from tests.conftest import TINY, compose_config
+from tests.helpers import TINY, compose_config
 
 CONF = config_dir()
 # Groups whose options are objects to build, and how to build them.

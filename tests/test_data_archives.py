@@ -9,8 +9,8 @@ import pytest
 from torchvision.datasets.utils import calculate_md5
 
 from resnet_lab.data.archives import RemoteFile, extract_tar, fetch
-from resnet_lab.data.fakes import tar_gz
 from resnet_lab.errors import DataError
+from tests.helpers.fakes import tar_gz
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from resnet_lab.data import CifarDataModule
 from resnet_lab.data.augment import Normalize, SmallImageAugment, cutout, random_erasing
 from resnet_lab.data.cifar import CIFAR_RELEASES
 from resnet_lab.data.device_loader import DeviceResidentLoader
-from resnet_lab.data.fakes import write_cifar
 from resnet_lab.data.mixing import BatchMixer
+from tests.helpers.fakes import write_cifar
 
 SAMPLES = 3000
 IDENTITY = Normalize((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))  # float output = uint8 input

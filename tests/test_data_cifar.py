@@ -14,8 +14,8 @@ import torch
 from resnet_lab.data import CifarDataModule
 from resnet_lab.data.cifar import CIFAR100_CLASSES, CIFAR_RELEASES
 from resnet_lab.data.device_loader import DeviceResidentLoader
-from resnet_lab.data.fakes import write_cifar
 from resnet_lab.errors import ConfigError, DataError
+from tests.helpers.fakes import write_cifar
 
 TRAIN_PER_FILE, TEST_SIZE = 40, 40  # 5 files: 200 training images
 

@@ -8,9 +8,9 @@ from omegaconf import OmegaConf
 
 from resnet_lab.config import config_dir
 from resnet_lab.data.cifar import CIFAR_RELEASES
-from resnet_lab.data.fakes import write_cifar
 from resnet_lab.train import train
-from tests.conftest import compose_config
+from tests.helpers import compose_config
+from tests.helpers.fakes import write_cifar
 
 DATA_CONFIGS = sorted(path.stem for path in (config_dir() / "data").glob("*.yaml"))
 FILE_BASED = {"cifar10", "cifar100", "fashion_mnist", "imagenet_subset", "imagenette"}

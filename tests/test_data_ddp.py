@@ -18,7 +18,7 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 
 from resnet_lab.data import CifarDataModule
 from resnet_lab.data.cifar import CIFAR_RELEASES
-from resnet_lab.data.fakes import write_cifar
+from tests.helpers.fakes import write_cifar
 
 WORLD_SIZE = 2
 TRAIN, VAL, TEST = 5 * 21, 10, 23  # odd sizes: shards cannot split them evenly

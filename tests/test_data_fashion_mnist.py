@@ -11,8 +11,8 @@ import torch
 
 from resnet_lab.data import FashionMnistDataModule
 from resnet_lab.data import fashion_mnist as fm
-from resnet_lab.data.fakes import idx_bytes, write_fashion_mnist
 from resnet_lab.errors import DataError
+from tests.helpers.fakes import idx_bytes, write_fashion_mnist
 
 TRAIN, TEST = 200, 100
 

@@ -13,7 +13,6 @@ from torchvision.datasets.utils import calculate_md5
 from resnet_lab.data import ImageNetSubsetDataModule
 from resnet_lab.data import imagenet as imagenet_module
 from resnet_lab.data.archives import RemoteFile
-from resnet_lab.data.fakes import write_image_tree
 from resnet_lab.data.imagenet_classes import (
     IMAGENET100,
     IMAGENETTE,
@@ -21,6 +20,7 @@ from resnet_lab.data.imagenet_classes import (
     imagenet_class_names,
 )
 from resnet_lab.errors import ConfigError, DataError
+from tests.helpers.fakes import write_image_tree
 
 EXTRA = ("n09999999",)  # a class folder that no named subset lists
 

@@ -26,7 +26,7 @@ from omegaconf import open_dict
 from resnet_lab.config import config_dir
 from resnet_lab.distributed import child_command, job_scope
 from resnet_lab.train import build_module
-from tests.conftest import TINY, compose_config, run_cli, run_dirs
+from tests.helpers import TINY, compose_config, run_cli, run_dirs
 
 
 def _free_port() -> int:

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from resnet_lab.callbacks.ema import EMA, EMA_STATE_KEY
 from resnet_lab.errors import ConfigError
 from resnet_lab.train import _instantiate_group, build_module, build_trainer
-from tests.conftest import TINY, compose_config
+from tests.helpers import TINY, compose_config
 
 DECAY = 0.5
 

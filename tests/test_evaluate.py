@@ -19,8 +19,7 @@ from PIL import Image
 from resnet_lab.config import config_dir
 from resnet_lab.errors import CheckpointError, ConfigError
 from resnet_lab.evaluate import evaluate
-from tests.conftest import TINY, run_cli, run_dirs
-from tests.test_resume import tree_digest
+from tests.helpers import TINY, run_cli, run_dirs, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +88,7 @@ def test_evaluate_cli_writes_its_results_into_the_run(trained):
 
 
 def test_bad_checkpoints_are_refused_before_anything_is_written(trained, tmp_path, monkeypatch, capsys):
-    from tests.test_checkpoints import Evil
+    from tests.helpers import Evil
 
     monkeypatch.chdir(tmp_path)
     marker = tmp_path / "pwned"

@@ -2,7 +2,7 @@
 
 Each recipe keeps its own data module, model, optimizer, schedule and module settings; only
 the scale changes: its data set is written small in the real on-disk format
-(resnet_lab.data.fakes), batches are 4 images, the trainer runs on the CPU in fp32, and the
+(tests/helpers/fakes.py), batches are 4 images, the trainer runs on the CPU in fp32, and the
 widest networks are narrowed. A fast_dev_run of 4 steps rather than 1: a one-cycle schedule
 needs a warmup step and a decay step, so each recipe's warmup becomes 1 of the 4 steps. The
 degradation multirun runs its four jobs from the CLI.
@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 from resnet_lab.config import config_dir
 from resnet_lab.data import fashion_mnist
 from resnet_lab.data.cifar import CIFAR_RELEASES
-from resnet_lab.data.fakes import write_cifar, write_fashion_mnist, write_image_tree
 from resnet_lab.data.imagenet_classes import IMAGENETTE
 from resnet_lab.train import train
-from tests.conftest import compose_config, run_cli
+from tests.helpers import compose_config, run_cli
+from tests.helpers.fakes import write_cifar, write_fashion_mnist, write_image_tree
 
 RECIPES = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 

@@ -15,7 +15,7 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from resnet_lab.config import check_config
 from resnet_lab.errors import ConfigError
 from resnet_lab.train import build_module, build_trainer
-from tests.conftest import TINY, compose_config, run_cli, run_dirs
+from tests.helpers import TINY, compose_config, run_cli, run_dirs
 
 TRAINERS = ("cpu", "gpu", "ddp", "ddp_cpu", "multinode")
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from resnet_lab import loggers as resnet_loggers
 from resnet_lab.train import train
-from tests.conftest import REPO, TINY, compose_config
+from tests.helpers import REPO, TINY, compose_config
 
 # ---------------------------------------------------------------------------------------
 # Reading a W&B offline run: <run>/wandb/offline-run-*/run-<id>.wandb is W&B's record log,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli, run_dirs
+from tests.helpers import run_cli, run_dirs
 
 
 @pytest.mark.slow

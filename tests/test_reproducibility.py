@@ -13,7 +13,7 @@ import json
 import torch
 
 from resnet_lab.train import train
-from tests.conftest import TINY, compose_config
+from tests.helpers import TINY, compose_config
 
 SEEDED = (*TINY, "trainer.max_epochs=2", "trainer.deterministic=true", "data.mixup_alpha=0.4", "logger=csv")
 

@@ -8,7 +8,6 @@ weights and metrics; anything less would hide a skipped batch or a replayed rand
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import random
@@ -32,19 +31,11 @@ from resnet_lab.config import config_dir
 from resnet_lab.csv_logger import AppendingExperimentWriter
 from resnet_lab.data_order import ResumableDistributedSampler
 from resnet_lab.train import train
-from tests.conftest import TINY, compose_config, run_cli, run_dirs
+from tests.helpers import TINY, compose_config, run_cli, run_dirs, tree_digest
 
 # Random draws during training (MixUp), so that restoring the generators is tested too.
 EXACT = (*TINY, "trainer.max_epochs=2", "trainer.deterministic=true", "data.mixup_alpha=0.4")
 
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """Every file under ``root`` with its content hash (and every directory)."""
-    digest = {}
-    for path in sorted(root.rglob("*")):
-        relative = str(path.relative_to(root))
-        digest[relative] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
-    return digest
 
 
 @pytest.fixture(autouse=True)
@@ -336,7 +327,7 @@ def _weights_file(directory: Path, checkpoint: Path) -> Path:
 
 
 def test_a_malicious_checkpoint_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
-    from tests.test_checkpoints import Evil
+    from tests.helpers import Evil
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"

@@ -26,7 +26,7 @@ from resnet_lab.callbacks.run_record import RECORD_NAME, write_json_atomic
 from resnet_lab.loggers import TensorBoardLogger
 from resnet_lab.runs.__main__ import main
 from resnet_lab.runs.run import Run, find_runs, resolve_run
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 # ---------------------------------------------------------------------------------------
 # Fast: reading the files

@@ -29,7 +29,7 @@ from resnet_lab.runs.run import Run
 from resnet_lab.sweeps.naming import sweep_key
 from resnet_lab.sweeps.pruning import OptunaPruning
 from resnet_lab.sweeps.search_space import parse_search_space
-from tests.conftest import REPO, TINY
+from tests.helpers import REPO, TINY
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
