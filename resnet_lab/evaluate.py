@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_lab.checkpointing import check_state_dict_fits, load_checkpoint_file
-from resnet_lab.config import config_dir, run_id
-from resnet_lab.errors import CheckpointError, ConfigError, UserError
-from resnet_lab.resume import is_run_dir, stored_config
+from resnet_lab.checkpoint_files import load_checkpoint_file, load_network_state, network_state
+from resnet_lab.configs import config_dir, register_resolvers
+from resnet_lab.errors import ConfigError, exit_on_user_error
+from resnet_lab.module import hard_labels
+from resnet_lab.run_dir import EVALUATIONS_DIR, is_run_dir, read_record, stored_config
+from resnet_lab.run_names import RESOLVERS, run_id
 
 log = logging.getLogger("resnet_lab")
 
@@ -69,7 +70,23 @@ def _check_inputs(cfg: DictConfig) -> tuple[Path, Path | None]:
             f"ckpt_path={str(ckpt)!r} is not inside a run directory, so the model and data it was "
             "trained with are unknown: pass them, e.g. model=resnet20 data=cifar10."
         )
+    if run_dir is not None and cfg.get("data") is not None and cfg.get("model") is None:
+        _check_data_fits_run(cfg, run_dir)
     return path, run_dir
+
+
+def _check_data_fits_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Another data set must have the input channels and the classes the run's model has."""
+    trained = OmegaConf.create(stored_config(run_dir))
+    for key, what in (("in_chans", "input channels"), ("num_classes", "classes")):
+        model_value = OmegaConf.select(trained, f"model.{key}", default=None, throw_on_resolution_failure=False)
+        data_value = OmegaConf.select(cfg, f"data.{key}", default=None, throw_on_resolution_failure=False)
+        if isinstance(model_value, int) and isinstance(data_value, int) and model_value != data_value:
+            raise ConfigError(
+                f"the data given (data.{key}={data_value}) does not fit the model of run {run_dir}, "
+                f"which was trained with {model_value} {what}. Evaluate on data with {model_value} "
+                f"{what} (leave data= out for the run's own data)."
+            )
 
 
 def evaluation_dir(fallback: str, *, _root_: DictConfig) -> str:
@@ -78,14 +95,14 @@ def evaluation_dir(fallback: str, *, _root_: DictConfig) -> str:
     checkpoint's run directory is writable, else ``fallback``."""
     import os
 
-    try:
+    with exit_on_user_error():
         _, run_dir = _check_inputs(_root_)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     if run_dir is not None and os.access(run_dir, os.W_OK):
-        return str(run_dir / "evaluations" / run_id("evaluation"))
+        return str(run_dir / EVALUATIONS_DIR / run_id("evaluation"))
     return fallback
+
+
+register_resolvers([*RESOLVERS, ("evaluation_dir", evaluation_dir, False)])
 
 
 def evaluation_config(cfg: DictConfig, run_dir: Path | None) -> DictConfig:
@@ -115,15 +132,11 @@ def _device(name: str) -> torch.device:
     return torch.device("cuda" if name in ("gpu", "cuda") else name)
 
 
-def build_network(model_cfg: DictConfig, checkpoint: dict[str, Any], what: str) -> torch.nn.Module:
+def build_network(model_cfg: DictConfig, checkpoint: dict[str, Any], what: str, *, ema: bool = False) -> torch.nn.Module:
     overrides = {"weights": None} if "weights" in model_cfg else {}
     net = instantiate(model_cfg, **overrides)
-    state = {key[len("net."):]: value for key, value in checkpoint.get("state_dict", {}).items()
-             if key.startswith("net.")}
-    if not state:
-        raise CheckpointError(f"{what} holds no network weights (no 'net.' keys in its state_dict).")
-    check_state_dict_fits(net.state_dict(), state, what, hint="Pass the model= it was trained with.")
-    net.load_state_dict(state, strict=True)
+    load_network_state(net, network_state(checkpoint, what, ema=ema), what,
+                       hint="Pass the model= it was trained with.")
     return net
 
 
@@ -131,8 +144,6 @@ def build_network(model_cfg: DictConfig, checkpoint: dict[str, Any], what: str) 
 def evaluate_network(net, loader, datamodule, num_classes: int, device, autocast_dtype) -> dict[str, Any]:
     from torchmetrics import MeanMetric
     from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
-
-    from resnet_lab.module import ImageClassifier
 
     top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro").to(device)
     top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro").to(device) if num_classes >= 5 else None
@@ -144,7 +155,7 @@ def evaluate_network(net, loader, datamodule, num_classes: int, device, autocast
         batch = datamodule.on_before_batch_transfer(batch, 0)
         batch = tuple(part.to(device) for part in batch)
         images, targets = datamodule.on_after_batch_transfer(batch, 0)
-        labels = ImageClassifier._hard_labels(targets)
+        labels = hard_labels(targets)
         with amp:
             logits = net(images)
         loss.update(torch.nn.functional.cross_entropy(logits.float(), labels), weight=images.shape[0])
@@ -200,8 +211,8 @@ def _logged_test_accuracy(run_dir: Path | None, ckpt: Path) -> float | None:
     if run_dir is None or ckpt.name != "best.ckpt":
         return None
     try:
-        record = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
+        record = read_record(run_dir)
+    except ConfigError:
         return None
     value = record.get("metrics", {}).get("test/acc_top1")
     return float(value) if value is not None else None
@@ -276,11 +287,8 @@ def _report(summary: dict[str, Any], results: dict[str, Any], classes: list[str]
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     from hydra.core.hydra_config import HydraConfig
 
-    try:
+    with exit_on_user_error():
         return evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,11 @@ def param_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool)
     ]
 
 
+def hard_labels(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices of training targets (MixUp/CutMix targets are per-class probabilities)."""
+    return targets.argmax(dim=1) if targets.ndim == 2 else targets
+
+
 def _accuracy_metrics(num_classes: int) -> MetricCollection:
     # validate_args=False: the check runs torch.unique on the targets, a host-device
     # synchronization per metric per step on a GPU; cross_entropy rejects bad labels anyway.
@@ -119,19 +124,16 @@ class ImageClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
-    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        # Class indices or, after MixUp/CutMix, per-class probabilities (N, num_classes).
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``logits`` against class indices or, after MixUp/CutMix,
+        per-class probabilities (N, num_classes)."""
         return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
-
-    @staticmethod
-    def _hard_labels(targets: torch.Tensor) -> torch.Tensor:
-        return targets.argmax(dim=1) if targets.ndim == 2 else targets
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
-        loss = self._loss(logits, targets)
-        self.train_metrics.update(logits.detach(), self._hard_labels(targets))
+        loss = self.loss(logits, targets)
+        self.train_metrics.update(logits.detach(), hard_labels(targets))
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         # As a float, Lightning would make it torch.tensor(lr, device=...): a blocking copy that
@@ -143,8 +145,8 @@ class ImageClassifier(L.LightningModule):
     def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric, stage: str) -> None:
         images, targets = batch
         logits = self(images)
-        loss_metric.update(self._loss(logits, targets), weight=images.shape[0])
-        metrics.update(logits, self._hard_labels(targets))
+        loss_metric.update(self.loss(logits, targets), weight=images.shape[0])
+        metrics.update(logits, hard_labels(targets))
         self.log(f"{stage}/loss", loss_metric, prog_bar=stage == "val")
         self.log_dict(metrics, prog_bar=stage == "val")
 
@@ -185,7 +187,10 @@ class ImageClassifier(L.LightningModule):
         total_steps = int(self.trainer.estimated_stepping_batches)
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         steps_per_epoch = max(1.0, total_steps / max_epochs)
+        options = {}
+        if self.trainer.fast_dev_run and "warmup_epochs" in getattr(self.scheduler_factory, "keywords", {}):
+            options["warmup_epochs"] = 0  # a run of one step cannot warm up; it only checks the pipeline
         scheduler = self.scheduler_factory(
-            optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+            optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch, **options
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -7,8 +7,6 @@ named by ``cfg.optimized_metric`` so that Hydra sweepers can optimize it.
 from __future__ import annotations
 
 import logging
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +15,32 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from resnet_lab import quiet
 from resnet_lab.callbacks import RunRecord
-from resnet_lab.checkpointing import with_checkpoint_io
-from resnet_lab.config import check_config, config_dir
-from resnet_lab.distributed import job_scope
-from resnet_lab.errors import ConfigError, UserError
+from resnet_lab.checkpoint_io import with_checkpoint_io
+from resnet_lab.checks import check_config
+from resnet_lab.configs import config_dir, register_resolvers
+from resnet_lab.distributed import is_global_zero_from_env, job_scope
+from resnet_lab.errors import EXIT_USER_ERROR, ConfigError, report, user_error_in
 from resnet_lab.loggers import close_loggers, log_run_hyperparams
 from resnet_lab.module import ImageClassifier
 from resnet_lab.resume import log_notes, prepare_job
+from resnet_lab.resume.hydra import resume_output_subdir, resume_run_dir
+from resnet_lab.run_dir import claim, release, remove_if_unstarted
+from resnet_lab.run_names import RESOLVERS
+from resnet_lab.sweeps.naming import sweep_key
 
 log = logging.getLogger("resnet_lab")
 
-# Keys of the `trainer` group that configure the LightningModule, not lightning.Trainer.
-MODULE_KEYS_IN_TRAINER = ("compile", "channels_last")
+register_resolvers([
+    *RESOLVERS,
+    ("sweep_key", sweep_key, False),  # Optuna sweep directories
+    ("resume_run_dir", resume_run_dir, False),
+    ("resume_output_subdir", resume_output_subdir, False),
+])
 
 
-def _instantiate_group(group: DictConfig | None) -> list[Any]:
+def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a dict-of-configs group (callbacks, loggers); skip nulls."""
     if not group:
         return []
@@ -70,15 +78,12 @@ def build_module(cfg: DictConfig, net) -> ImageClassifier:
         optimizer=instantiate(cfg.optimizer, lr=lr),
         scheduler=scheduler,
         **OmegaConf.to_container(cfg.module, resolve=True),
-        **{key: bool(cfg.trainer.get(key, False)) for key in MODULE_KEYS_IN_TRAINER},
     )
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in MODULE_KEYS_IN_TRAINER:
-        options.pop(key, None)
-    # Crash-safe checkpoint writes and weights_only reads (resnet_lab.checkpointing).
+    # Crash-safe checkpoint writes and weights_only reads (resnet_lab.checkpoint_io).
     plugins = with_checkpoint_io(options.pop("plugins", None), trusted=bool(cfg.get("trust_checkpoint", False)))
     return instantiate(options, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
@@ -90,6 +95,8 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def _optimized_value(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> float | None:
+    """The value of ``optimized_metric``: its best over the run when the best checkpoint
+    monitors it, otherwise its last logged value."""
     name = cfg.get("optimized_metric")
     if not name:
         return None
@@ -123,18 +130,19 @@ def train(cfg: DictConfig) -> float | None:
     cfg = start.cfg
     log_notes(start.notes)
     check_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
+    if is_global_zero_from_env():
+        claim(output_dir)  # a no-op when the Hydra guard claimed it already
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model)
     module = build_module(cfg, net)
-    record = RunRecord(output_dir, monitor=cfg.callbacks.model_checkpoint.monitor
-                       if cfg.get("callbacks") and cfg.callbacks.get("model_checkpoint") else cfg.optimized_metric)
-    callbacks = [*_instantiate_group(cfg.get("callbacks")), record]
-    loggers = _instantiate_group(cfg.get("logger"))
+    record: RunRecord = instantiate(cfg.run_record)
+    callbacks = [*instantiate_group(cfg.get("callbacks")), record]
+    loggers = instantiate_group(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
-    log_run_hyperparams(loggers, cfg, trainer)  # config + git commit, package versions, device
+    log_run_hyperparams(loggers, cfg, trainer, net)  # config, parameter counts, git commit, versions, device
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=start.ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)
@@ -144,7 +152,7 @@ def train(cfg: DictConfig) -> float | None:
         best = _best_checkpoint(trainer)
         if best is None:
             log.info("no best checkpoint was saved; testing the final weights")
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
     summary = record.finish()
     close_loggers(loggers)  # W&B: one run per Hydra job, finished here
     if trainer.is_global_zero:
@@ -155,35 +163,27 @@ def train(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    quiet.lightning_chatter()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         with job_scope():  # DDP children and teardown per Hydra job (resnet_lab.distributed)
             return train(cfg)
-    except UserError as error:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        print(f"error: {error}", file=sys.stderr)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    except Exception as error:
+        user_error = user_error_in(error)
+        if user_error is None:
+            raise
+        # Refused input: nothing ran, so nothing of this job stays (a directory with other
+        # files in it, a resumed run among them, is never removed).
+        if is_global_zero_from_env():
+            remove_if_unstarted(run_dir)
+        report(user_error)
+        if multirun:
             raise  # the sweeper decides whether one failed job stops the sweep
-        if HydraConfig.initialized():
-            _remove_unstarted_run_dir(Path(HydraConfig.get().runtime.output_dir))
-        sys.exit(2)
-
-
-def _remove_unstarted_run_dir(run_dir: Path) -> None:
-    """Remove a run directory that holds only what Hydra wrote before the job began (its
-    ``.hydra`` files and an empty ``train.log``): the input was refused, nothing ran, and
-    ``runs list`` would otherwise show it as a run. Anything else in it keeps it."""
-    try:
-        if {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}:
-            return
-        if (run_dir / "train.log").exists() and (run_dir / "train.log").stat().st_size:
-            return
-        hydra_dir = run_dir / ".hydra"
-        if hydra_dir.exists() and {p.name for p in hydra_dir.iterdir()} - {"config.yaml", "hydra.yaml", "overrides.yaml"}:
-            return
-        shutil.rmtree(run_dir)
-    except OSError:
-        pass  # left in place: a stray directory is no reason to hide the error above
-
-
+        raise SystemExit(EXIT_USER_ERROR) from None
+    finally:
+        if multirun:
+            release(run_dir)

@@ -15,9 +15,6 @@ from torchmetrics import Metric
 from resnet_lab.bench.__main__ import main
 from resnet_lab.bench.data_paths import compare_data_paths
 from resnet_lab.bench.lightning_path import (
-    KEPT_CALLBACKS,
-    SWITCHED_OFF_CALLBACKS,
-    TRAINER_DEFAULTS,
     LightningPath,
 )
 from resnet_lab.bench.lightning_vs_plain import run_model_sections
@@ -27,24 +24,28 @@ from resnet_lab.bench.results import Measurement, Ratio
 from resnet_lab.bench.settings import BenchSettings
 from resnet_lab.bench.step_profile import profile_training
 from resnet_lab.bench.timing import PeakMemory
+from resnet_lab.bench.training_config import (
+    KEPT_CALLBACKS,
+    SWITCHED_OFF_CALLBACKS,
+    kept_callbacks,
+    module_options,
+    optimizer_factory,
+    scheduler_factory,
+    trainer_options,
+)
 from resnet_lab.bench.workload import (
-    COSINE_DEFAULTS,
-    LR_BASE_BATCH_SIZE,
-    SGD_DEFAULTS,
     build_net,
     prepare,
 )
-from resnet_lab.errors import ConfigError
 from tests.helpers import REPO, compose_config
 
 TINY = dict(image_size=16, batch_size=8, warmup=1, steps=3, repeats=2)
 
-# Runs the command with Hydra, OmegaConf and wandb unimportable, as on a GPU machine that
-# has only torch, torchvision, lightning and torchmetrics.
-WITHOUT_HYDRA = (
+# Runs the command with wandb unimportable, as on a GPU machine that has torch, torchvision,
+# lightning and torchmetrics plus the hydra-core and omegaconf wheels carried to it.
+WITHOUT_WANDB = (
     "import runpy, sys\n"
-    "for name in ('hydra', 'omegaconf', 'wandb'):\n"
-    "    sys.modules[name] = None\n"
+    "sys.modules['wandb'] = None\n"
     "sys.argv = ['resnet_lab.bench', *sys.argv[1:]]\n"
     "runpy.run_module('resnet_lab.bench', run_name='__main__')\n"
 )
@@ -65,7 +66,7 @@ def test_command_prints_the_table_and_writes_the_documented_json(tmp_path):
     args = ["--model", "resnet20", "--image-size", "16", "--batch-size", "8", "--steps", "3",
             "--warmup", "1", "--repeats", "2", "--threads", "1", "--json", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", WITHOUT_HYDRA, *args], cwd=tmp_path, env=env,
+    done = subprocess.run([sys.executable, "-c", WITHOUT_WANDB, *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resnet20 lightning / resnet20 plain" in done.stdout
@@ -158,49 +159,25 @@ def test_training_step_logs_nothing_that_waits_for_the_gpu():
         assert all(metric.validate_args is False for metric in metrics.values())
 
 
-def test_bench_defaults_are_the_training_defaults():
+def test_bench_trains_with_the_composed_training_config():
     cfg = compose_config()
-    for key, value in SGD_DEFAULTS.items():
-        assert cfg.optimizer[key] == value, key
-    assert cfg.optimizer._target_ == "torch.optim.SGD"
-    assert cfg.lr_base_batch_size == LR_BASE_BATCH_SIZE
-    assert cfg.scheduler._target_ == "resnet_lab.schedulers.cosine"
-    for key, value in COSINE_DEFAULTS.items():
-        assert cfg.scheduler[key] == value, key
-    for key, value in TRAINER_DEFAULTS.items():
-        assert cfg.trainer[key] == value, key
-    assert cfg.module.label_smoothing == 0.0 and cfg.module.decay_norm_and_bias is False
+    factory = optimizer_factory(cfg.lr_base_batch_size * 2)
+    assert factory.func is torch.optim.SGD
+    assert factory.keywords["lr"] == pytest.approx(cfg.optimizer.lr * 2)  # scaled as train.py scales it
+    assert {k: v for k, v in factory.keywords.items() if k != "lr"} == {
+        k: v for k, v in cfg.optimizer.items() if not k.startswith("_") and k != "lr"}
+    assert scheduler_factory().func.__name__ == cfg.scheduler._target_.rsplit(".", 1)[1]
+    options = trainer_options()
+    for key in ("log_every_n_steps", "gradient_clip_val", "accumulate_grad_batches", "num_nodes"):
+        assert options[key] == cfg.trainer[key], key
+    assert module_options() == {"label_smoothing": cfg.module.label_smoothing,
+                                "decay_norm_and_bias": cfg.module.decay_norm_and_bias}
     # Every default callback is either kept in our path or switched off as file/log output.
-    assert {k: v._target_ for k, v in cfg.callbacks.items()} == {**KEPT_CALLBACKS, **SWITCHED_OFF_CALLBACKS}
-    assert cfg.callbacks.divergence.check_every_n_steps == TRAINER_DEFAULTS["log_every_n_steps"]
-    assert set(cfg.callbacks.random_state) == {"_target_"}
-    assert set(cfg.callbacks.preemption) == {"_target_", "dirpath"}
+    assert set(cfg.callbacks) == {*KEPT_CALLBACKS, *SWITCHED_OFF_CALLBACKS}
+    kept = kept_callbacks("/tmp/bench-root")
+    assert [type(c).__name__ for c in kept] == ["RandomState", "DivergenceDetector", "Preemption"]
+    assert kept[1].check_every_n_steps == cfg.trainer.log_every_n_steps
     assert cfg.model.name == BenchSettings().model
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--precision", "64-true"], "--precision '64-true' is not supported"),
-        (["--warmup", "0"], "--warmup must be a positive integer"),
-        (["--sections", "train,speed"], "choose one or more of train, infer, torchvision, data"),
-        (["--model", "resnet21"], "--model 'resnet21' is not a named model"),
-        (["--sections", "torchvision", "--compare-models", "resnet20"], "choose from resnet18"),
-        (["--sections", "torchvision", "--in-chans", "1"], "take 3 input channels"),
-        (["--device", "tpu"], "--device 'tpu' is not a device"),
-    ],
-)
-def test_bad_settings_are_refused_before_any_work(args, message, capsys):
-    assert main([*args, "--steps", "1"]) == 2
-    assert message in capsys.readouterr().err
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where no GPU is visible")
-def test_a_missing_gpu_is_refused():
-    with pytest.raises(ConfigError, match="no CUDA device is visible"):
-        BenchSettings(device="cuda", precision="bf16-mixed")
-    with pytest.raises(ConfigError, match="16-mixed needs a CUDA device"):
-        BenchSettings(precision="16-mixed")
 
 
 def test_profile_and_json_are_not_combined(tmp_path, capsys):

@@ -6,6 +6,7 @@ test kills a real writer process with SIGKILL while it saves.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -19,19 +20,21 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 
+from resnet_lab.callbacks import LastCheckpoint
 from resnet_lab.callbacks.divergence import TrainingDivergedError
-from resnet_lab.checkpointing import (
-    AtomicCheckpointIO,
+from resnet_lab.checkpoint_files import (
     check_state_dict_fits,
     load_checkpoint_file,
-    remove_stale_temporaries,
     require_training_state,
-    save_atomic,
 )
+from resnet_lab.checkpoint_files import save_checkpoint_file as save_atomic
+from resnet_lab.checkpoint_io import AtomicCheckpointIO
 from resnet_lab.errors import CheckpointError
 from resnet_lab.models import build_model
-from resnet_lab.train import train
+from resnet_lab.run_dir import remove_stale_temporaries
+from resnet_lab.train import build_module, build_trainer, instantiate_group, train
 from tests.helpers import REPO, TINY, Evil, compose_config
 
 # 4 batches of 32 per epoch; a checkpoint after every optimizer step.
@@ -57,7 +60,8 @@ def test_a_failed_save_leaves_the_previous_file_and_no_temporary(tmp_path, monke
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", save_half_then_die)
-    with pytest.raises(OSError, match="disk full"):
+    # A full disk is one sentence (a CheckpointError: the job exits 2 with it), not a traceback.
+    with pytest.raises(CheckpointError, match="could not save checkpoint .*: disk full. The previous checkpoint there is intact"):
         AtomicCheckpointIO().save_checkpoint({"global_step": 2}, target)
     monkeypatch.setattr(torch, "save", real_save)
     assert load_checkpoint_file(target)["global_step"] == 1
@@ -80,7 +84,7 @@ def test_the_temporary_file_is_next_to_the_target_and_synced(tmp_path, monkeypat
 
 WRITER = textwrap.dedent("""
     import sys, torch
-    from resnet_lab.checkpointing import AtomicCheckpointIO
+    from resnet_lab.checkpoint_io import AtomicCheckpointIO
     io, path = AtomicCheckpointIO(), sys.argv[1]
     step = 0
     while True:
@@ -255,25 +259,41 @@ def test_float16_divergence_suggests_bf16():
         DivergenceDetector()._raise(FakeTrainer(), 10, 0, float("inf"))
 
 
+@pytest.mark.parametrize("last_first", [True, False], ids=["last_checkpoint first", "model_checkpoint first"])
+def test_last_ckpt_holds_the_best_score_of_its_own_validation(tmp_path, last_first):
+    """Whatever the callback order, last.ckpt written at validation end carries the best
+    checkpoint's decision on that very validation (a stale "best so far" let a resumed run
+    overwrite best.ckpt with a worse epoch)."""
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY, "logger=none", "test=false"], run_dir=run)
+    callbacks = instantiate_group(cfg.callbacks)
+    callbacks.sort(key=lambda c: isinstance(c, LastCheckpoint) != last_first)
+    trainer = build_trainer(cfg, callbacks, [])
+    trainer.fit(build_module(cfg, instantiate(cfg.model)), datamodule=instantiate(cfg.data))
+    checkpoint = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert state["best_model_score"] is not None
+    assert float(state["best_model_score"]) == float(trainer.callback_metrics["val/acc_top1"])
+
+
+def test_a_tie_keeps_the_earlier_epoch_in_best_ckpt_and_in_run_json(tmp_path):
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY, "trainer.max_epochs=3", "logger=none", "test=false", "optimized_metric=val/tied",
+                          "+callbacks.tie._target_=tests.helpers.LogConstant", "+callbacks.tie.name=val/tied",
+                          "+callbacks.tie.value=0.5"], run_dir=run)
+    train(cfg)
+    record = json.loads((run / "run.json").read_text())
+    assert record["best"] == {"val/tied": 0.5, "epoch": 0}
+    assert load_checkpoint_file(run / "checkpoints" / "best.ckpt")["epoch"] == 0
+
+
 # ------------------------------------------------------------------------- preemption
-
-
-class SignalAt(L.Callback):
-    """Sends ``signum`` to this process at the start of optimizer step ``step``."""
-
-    def __init__(self, step: int, signum: str = "SIGTERM") -> None:
-        self.step = step
-        self.signum = getattr(signal, signum)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
 
 
 def _train_until_signalled(run: Path, step: int, signum: str = "SIGTERM", epochs: int = 1) -> int:
     """Train TINY in-process, sending ``signum`` to itself at step ``step``; the exit status."""
     cfg = compose_config([*TINY, f"trainer.max_epochs={epochs}", "logger=none", "test=false",
-                          "+callbacks.signal._target_=tests.test_checkpoints.SignalAt",
+                          "+callbacks.signal._target_=tests.helpers.SignalAt",
                           f"+callbacks.signal.step={step}", f"+callbacks.signal.signum={signum}"], run_dir=run)
     with pytest.raises(SystemExit) as stop:
         train(cfg)
@@ -292,6 +312,26 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, step, saved_step):
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "interrupted"
     assert record["epochs_done"] == (1 if step == 3 else 0)
+
+
+@pytest.mark.parametrize("moment", ["batch", "validation"], ids=["on the last batch", "during validation"])
+def test_a_stop_at_the_end_of_an_epoch_keeps_that_epochs_training_metrics(tmp_path, moment):
+    """The stop waits until Lightning has logged the epoch's training metrics: they are in
+    metrics.csv and run.json, and the resumed run (which starts with the next epoch) never
+    logs them, so they would be lost for good."""
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY, "trainer.max_epochs=2", "test=false", "+callbacks.signal._target_=tests.helpers.SignalAt",
+                          f"+callbacks.signal.hook={moment}", "+callbacks.signal.step=3"], run_dir=run)
+    with pytest.raises(SystemExit) as stop:
+        train(cfg)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert _step(run / "checkpoints" / "last.ckpt") == 4
+    record = json.loads((run / "run.json").read_text())
+    assert (record["status"], record["epochs_done"]) == ("interrupted", 1)
+    assert "train/acc_top1" in record["metrics"]
+    with open(run / "csv" / "metrics.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("train/acc_top1")]
+    assert [int(row["epoch"]) for row in rows] == [0]
 
 
 def test_sigusr1_under_slurm_requeues_the_job(tmp_path, monkeypatch):

@@ -10,9 +10,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from resnet_lab.config import config_dir
-from resnet_lab.train import _instantiate_group, build_module, build_trainer
+from resnet_lab.configs import config_dir
+from resnet_lab.train import build_module, build_trainer, instantiate_group
 from tests.helpers import TINY, compose_config
+from tests.helpers import config_options as options
 
 CONF = config_dir()
 # Groups whose options are objects to build, and how to build them.
@@ -20,14 +21,6 @@ BUILT_GROUPS = ("model", "data", "optimizer", "scheduler", "trainer", "logger", 
 # Models too big to build in the fast suite; test_models.py covers them.
 HEAVY = {"resnet1202", "resnext101_32x8d", "wide_resnet101_2", "resnet152", "wrn_28_10"}
 
-
-def options(group: str) -> list[str]:
-    folder = CONF / group
-    return sorted(
-        str(path.relative_to(folder).with_suffix(""))
-        for path in folder.rglob("*.yaml")
-        if not path.name.startswith("_") and path.parent.name != "base"
-    )
 
 
 def test_every_group_folder_exists():
@@ -73,8 +66,8 @@ def test_optimizer_and_scheduler_options_build_and_step(group, tmp_path):
 def test_trainer_logger_and_callback_options_instantiate(group, tmp_path):
     for option in options(group):
         cfg = compose_config([*TINY, f"{group}={option}"], run_dir=tmp_path / "run")
-        callbacks = _instantiate_group(cfg.callbacks)
-        loggers = _instantiate_group(cfg.logger)
+        callbacks = instantiate_group(cfg.callbacks)
+        loggers = instantiate_group(cfg.logger)
         if group == "trainer" and cfg.trainer.accelerator not in ("cpu", "auto"):
             continue  # GPU trainers compose here; they are built on a GPU machine
         trainer = build_trainer(cfg, callbacks, loggers)

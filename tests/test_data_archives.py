@@ -118,3 +118,20 @@ def test_extract_tar_reports_a_corrupt_archive(tmp_path, published):
     archive.write_bytes(data[:40])
     with pytest.raises(DataError, match="broken.tar.gz cannot be extracted"):
         extract_tar(archive, tmp_path / "root")
+
+
+@pytest.mark.parametrize(
+    "member",
+    [tarfile.TarInfo("../escaped.txt"), tarfile.TarInfo("release/../../escaped.txt")],
+    ids=["parent", "nested parent"],
+)
+def test_our_guard_alone_keeps_members_inside_root(tmp_path, member, monkeypatch):
+    """Without Python's own "data" filter (older Pythons, or if it were ever bypassed) only
+    resnet_lab's member check stands between the archive and the file system."""
+    monkeypatch.delattr(tarfile, "data_filter")
+    archive = tmp_path / "evil.tar.gz"
+    _archive_with(archive, member, b"pwned")
+    root = tmp_path / "deep" / "root"
+    with pytest.raises(DataError, match="would be written to .*, outside"):
+        extract_tar(archive, root)
+    assert not list(tmp_path.rglob("escaped.txt"))

@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from resnet_lab.config import config_dir
+from resnet_lab.configs import config_dir
 from resnet_lab.data.cifar import CIFAR_RELEASES
 from resnet_lab.train import train
 from tests.helpers import compose_config

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from lightning import Trainer
 from omegaconf import open_dict
 
-from resnet_lab.config import config_dir
+from resnet_lab.configs import config_dir
 from resnet_lab.distributed import child_command, job_scope
 from resnet_lab.train import build_module
 from tests.helpers import TINY, compose_config, run_cli, run_dirs
@@ -169,7 +169,7 @@ def test_two_nodes_simulated_with_torchrun_write_one_run(tmp_path):
              "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
              "-m", "resnet_lab", "trainer=multinode", "trainer.num_nodes=2", "trainer.devices=1",
              "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.sync_batchnorm=false",
-             "trainer.channels_last=false", *TINY, f"hydra.run.dir={run}"],
+             "module.channels_last=false", *TINY, f"hydra.run.dir={run}"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for rank in (0, 1)

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from resnet_lab.callbacks.ema import EMA, EMA_STATE_KEY
 from resnet_lab.errors import ConfigError
-from resnet_lab.train import _instantiate_group, build_module, build_trainer
+from resnet_lab.train import build_module, build_trainer, instantiate_group
 from tests.helpers import TINY, compose_config
 
 DECAY = 0.5
@@ -39,7 +39,7 @@ def ema_run(tmp_path_factory):
                          run_dir=tmp_path_factory.mktemp("ema") / "run")
     L.seed_everything(0)
     spy = _WeightsAfterEachStep()
-    callbacks = [*_instantiate_group(cfg.callbacks), spy]
+    callbacks = [*instantiate_group(cfg.callbacks), spy]
     (ema,) = [c for c in callbacks if isinstance(c, EMA)]
     module = build_module(cfg, instantiate(cfg.model))
     datamodule = instantiate(cfg.data)

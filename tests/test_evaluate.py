@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from resnet_lab.config import config_dir
+from resnet_lab.configs import config_dir
 from resnet_lab.errors import CheckpointError, ConfigError
 from resnet_lab.evaluate import evaluate
 from tests.helpers import TINY, run_cli, run_dirs, tree_digest

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from resnet_lab.config import config_dir
+from resnet_lab.configs import config_dir
 from resnet_lab.data import fashion_mnist
 from resnet_lab.data.cifar import CIFAR_RELEASES
 from resnet_lab.data.imagenet_classes import IMAGENETTE
@@ -33,8 +33,8 @@ REQUIRED = {"cifar10_resnet56_paper", "cifar10_resnet18", "cifar10_fast", "cifar
 
 # One CPU process in fp32: the recipes' GPU and DDP settings are checked in test_hardware.py.
 CPU = ("trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=1", "trainer.strategy=auto",
-       "trainer.sync_batchnorm=false", "trainer.precision=32-true", "trainer.channels_last=false",
-       "trainer.compile=false", "debug=fast_dev_run", "+trainer.enable_progress_bar=false")
+       "trainer.sync_batchnorm=false", "trainer.precision=32-true", "module.channels_last=false",
+       "module.compile=false", "debug=fast_dev_run", "+trainer.enable_progress_bar=false")
 STEPS = ("trainer.fast_dev_run=4", "trainer.max_epochs=1")
 SMALL_BATCHES = ("data.batch_size=4", "data.eval_batch_size=4")
 

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
-from resnet_lab.config import check_config
+from resnet_lab.checks import check_config
 from resnet_lab.errors import ConfigError
 from resnet_lab.train import build_module, build_trainer
 from tests.helpers import TINY, compose_config, run_cli, run_dirs
@@ -36,13 +36,15 @@ def test_every_trainer_option_composes(option, tmp_path):
     cfg = compose_config([*TINY, f"trainer={option}"], run_dir=tmp_path / "run")
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
     for key in ("accelerator", "devices", "num_nodes", "precision", "strategy", "sync_batchnorm",
-                "compile", "channels_last", "gradient_clip_val", "accumulate_grad_batches"):
+                "gradient_clip_val", "accumulate_grad_batches"):
         assert key in cfg.trainer, (option, key)
+    assert "compile" in cfg.module and "channels_last" in cfg.module
 
 
 def test_gpu_options_ask_for_what_the_docs_promise(tmp_path):
     gpu = compose_config([*TINY, "trainer=gpu"], run_dir=tmp_path / "run").trainer
-    assert (gpu.accelerator, gpu.devices, gpu.precision, gpu.channels_last) == ("gpu", 1, "bf16-mixed", True)
+    assert (gpu.accelerator, gpu.devices, gpu.precision) == ("gpu", 1, "bf16-mixed")
+    assert compose_config([*TINY, "trainer=gpu"], run_dir=tmp_path / "run").module.channels_last is True
     ddp = compose_config([*TINY, "trainer=ddp"], run_dir=tmp_path / "run").trainer
     assert (ddp.accelerator, ddp.devices, ddp.strategy, ddp.sync_batchnorm) == ("gpu", "auto", "ddp", True)
     assert ddp.precision == "bf16-mixed"
@@ -51,8 +53,8 @@ def test_gpu_options_ask_for_what_the_docs_promise(tmp_path):
     assert (multi.strategy, multi.num_nodes, multi.devices, multi.sync_batchnorm) == ("ddp", 2, 4, True)
 
 
-def test_gpu_trainer_hands_channels_last_and_compile_to_the_module(tmp_path):
-    cfg = compose_config([*TINY, "trainer=gpu", "trainer.compile=true"], run_dir=tmp_path / "run")
+def test_gpu_trainer_sets_the_modules_channels_last(tmp_path):
+    cfg = compose_config([*TINY, "trainer=gpu", "module.compile=true"], run_dir=tmp_path / "run")
     module = build_module(cfg, instantiate(cfg.model))
     assert module.channels_last is True and module.compile is True
 

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from resnet_lab import loggers as resnet_loggers
+from resnet_lab.loggers import wandb as wandb_logging
 from resnet_lab.train import train
 from tests.helpers import REPO, TINY, compose_config
 
@@ -142,6 +143,12 @@ def test_csv_hyperparameters_hold_config_and_provenance(many_run):
     assert provenance["packages"]["lightning"] == L.__version__
     assert provenance["device"]["accelerator"] == "cpu"
     assert provenance["device"]["devices"] == 1
+    # The network's size next to the config: all parameters of resnet20 (16x16, 10 classes) train.
+    from resnet_lab.models import build_model
+
+    net = build_model("resnet20", num_classes=10, in_chans=3)
+    total = sum(p.numel() for p in net.parameters())
+    assert hparams["model_params"] == {"total": total, "trainable": total}
 
 
 def test_tensorboard_event_reader_finds_the_logged_scalars(many_run):
@@ -171,7 +178,7 @@ def test_tensorboard_event_reader_finds_the_logged_scalars(many_run):
 
 def test_wandb_offline_run_holds_history_and_config(many_run):
     run = wandb_offline_run(many_run)
-    assert run["id"] == (many_run / resnet_loggers.WANDB_ID_FILE).read_text().strip()
+    assert run["id"] == (many_run / wandb_logging.WANDB_ID_FILE).read_text().strip()
     assert run["config"]["optimizer"]["lr"] == 0.3
     assert run["config"]["provenance"]["device"]["accelerator"] == "cpu"
     val_acc = [row["val/acc_top1"] for row in run["history"] if "val/acc_top1" in row]
@@ -185,14 +192,14 @@ def test_wandb_offline_run_holds_history_and_config(many_run):
 
 
 def test_wandb_is_offline_unless_credentials_or_told(no_wandb_credentials, monkeypatch):
-    assert resnet_loggers.wandb_mode(None) == "offline"
-    assert resnet_loggers.wandb_mode(False) == "online"
-    assert resnet_loggers.wandb_mode(True) == "offline"
+    assert wandb_logging.wandb_mode(None) == "offline"
+    assert wandb_logging.wandb_mode(False) == "online"
+    assert wandb_logging.wandb_mode(True) == "offline"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert resnet_loggers.wandb_mode(None) is None  # W&B's own setting is respected
+    assert wandb_logging.wandb_mode(None) is None  # W&B's own setting is respected
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
-    assert resnet_loggers.wandb_mode(None) == "online"
+    assert wandb_logging.wandb_mode(None) == "online"
 
 
 class _Tiny(L.LightningModule):
@@ -246,12 +253,12 @@ def test_wandb_continues_the_same_run_when_the_run_directory_is_resumed(no_wandb
     # segments start within the same second, so the id is read from the file, not the name.
     ids = {wandb_file.stem.removeprefix("run-") for segment in segments
            for wandb_file in segment.glob("run-*.wandb")}
-    assert ids == {(run_dir / resnet_loggers.WANDB_ID_FILE).read_text().strip()}
+    assert ids == {(run_dir / wandb_logging.WANDB_ID_FILE).read_text().strip()}
     # ...while another run directory gets a W&B run of its own.
     other = _fit(tmp_path / "other", epochs=1)
     resnet_loggers.close_loggers([other])
-    assert (tmp_path / "other" / resnet_loggers.WANDB_ID_FILE).read_text() != \
-        (run_dir / resnet_loggers.WANDB_ID_FILE).read_text()
+    assert (tmp_path / "other" / wandb_logging.WANDB_ID_FILE).read_text() != \
+        (run_dir / wandb_logging.WANDB_ID_FILE).read_text()
 
 
 def test_wandb_logs_from_rank_zero_only(no_wandb_credentials, tmp_path, monkeypatch):
@@ -264,7 +271,7 @@ def test_wandb_logs_from_rank_zero_only(no_wandb_credentials, tmp_path, monkeypa
     logger.log_metrics({"train/loss": 1.0}, step=0)
     logger.finalize("failed")
     assert not (tmp_path / "run" / "wandb").exists()
-    assert not (tmp_path / "run" / resnet_loggers.WANDB_ID_FILE).exists()
+    assert not (tmp_path / "run" / wandb_logging.WANDB_ID_FILE).exists()
 
 
 @pytest.mark.slow
@@ -283,3 +290,32 @@ def test_multirun_logs_one_wandb_run_per_job(tmp_path):
     for run in runs:
         assert run["exit_code"] == 0
         assert any("val/acc_top1" in row for row in run["history"])
+
+
+# ---------------------------------------------------------------------------------------
+# MLflow: a local store by default, read back through MLflow's own client.
+
+
+def test_mlflow_run_is_read_back_through_mlflows_client(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY, "trainer.max_epochs=2", "logger=[csv,mlflow]", "task_name=probe",
+                          "tags=[baseline,tiny]"], run_dir=run)
+    train(cfg)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("probe")  # the task name
+    (found,) = client.search_runs([experiment.experiment_id])
+    assert found.info.run_id == (run / "mlflow_run_id").read_text().strip()
+    assert found.data.tags["baseline"] == "true" and found.data.tags["tiny"] == "true"
+    assert found.data.params["optimizer/lr"] == str(cfg.optimizer.lr)
+    assert int(found.data.params["model_params/total"]) > 0
+    history = [m.value for m in client.get_metric_history(found.info.run_id, "val/acc_top1")]
+    assert history == pytest.approx(csv_series(run, "val/acc_top1"))
+    assert "test/acc_top1" in found.data.metrics
+    # A resumed run (same directory) continues the same MLflow run; its parameters stay.
+    again = resnet_loggers.MLFlowLogger(str(run), tracking_uri=client.tracking_uri, experiment_name="probe")
+    assert again.run_id == found.info.run_id
+    again.log_hyperparams({"optimizer": {"lr": 99.0}, "new": 1})
+    params = client.get_run(found.info.run_id).data.params
+    assert params["optimizer/lr"] == str(cfg.optimizer.lr) and params["new"] == "1"

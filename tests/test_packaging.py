@@ -34,7 +34,7 @@ def test_wheel_carries_the_configs_and_runs_from_anywhere(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(
         [sys.executable, "-P", "-c",
-         "import resnet_lab, sys; from resnet_lab.config import config_dir; "
+         "import resnet_lab, sys; from resnet_lab.configs import config_dir; "
          "print(resnet_lab.__file__); print(config_dir())"],
         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120,
     )

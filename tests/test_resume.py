@@ -26,10 +26,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from resnet_lab import resume as resume_module
-from resnet_lab.checkpointing import load_checkpoint_file
-from resnet_lab.config import config_dir
-from resnet_lab.csv_logger import AppendingExperimentWriter
+from resnet_lab.checkpoint_files import load_checkpoint_file
+from resnet_lab.configs import config_dir
 from resnet_lab.data_order import ResumableDistributedSampler
+from resnet_lab.loggers.csv_file import AppendingExperimentWriter
 from resnet_lab.train import train
 from tests.helpers import TINY, compose_config, run_cli, run_dirs, tree_digest
 
@@ -40,9 +40,9 @@ EXACT = (*TINY, "trainer.max_epochs=2", "trainer.deterministic=true", "data.mixu
 
 @pytest.fixture(autouse=True)
 def _fresh_plans():
-    resume_module._PLANS.clear()
+    resume_module.clear_plans()
     yield
-    resume_module._PLANS.clear()
+    resume_module.clear_plans()
 
 
 # --------------------------------------------------------------------- the data position
@@ -346,7 +346,7 @@ def test_resume_auto_with_nothing_to_resume(tmp_path, finished_run, monkeypatch,
     # auto_or_new: says so and starts a new run.
     fresh = resolve_run_dir([*TINY, "resume=auto_or_new"], tmp_path, monkeypatch)
     assert Path(fresh).parent == tmp_path / "outputs" / "runs" and Path(fresh).name != finished_run.name
-    (plan,) = resume_module._PLANS.values()
+    (plan,) = resume_module.plan._PLANS.values()
     assert plan.run_dir is None and "nothing to resume" in plan.notes[0][1]
 
 
@@ -355,7 +355,7 @@ def test_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path, finished_
     _truncate(run / "checkpoints" / "last.ckpt")
     before = tree_digest(run)
     assert resolve_run_dir([f"resume={run}"], tmp_path, monkeypatch) == str(run)
-    (plan,) = resume_module._PLANS.values()
+    (plan,) = resume_module.plan._PLANS.values()
     assert plan.checkpoint == run / "checkpoints" / "best.ckpt" and plan.use_stored_config
     notes = " ".join(text for _, text in plan.notes)
     assert "passed over last.ckpt" in notes and "the newest checkpoint that can be read" in notes
@@ -444,3 +444,38 @@ def test_ddp_run_stopped_by_sigterm_resumes_to_the_same_results(tmp_path):
     expected = json.loads((reference / "run.json").read_text())
     for key in ("test/acc_top1", "test/loss", "val/acc_top1", "val/loss"):
         assert record["metrics"][key] == expected["metrics"][key], key
+
+
+KILL = (*TINY, "trainer.max_epochs=2", "trainer.deterministic=true", "seed=7", "optimizer.lr=0.1", "logger=none",
+        "callbacks.last_checkpoint.every_n_train_steps=1", "+trainer.enable_progress_bar=false")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("hook", "epoch", "step"),
+    [("train_batch_end", 0, 2), ("train_batch_end", 0, 4), ("validation_end", 0, -1),
+     ("train_epoch_end", 0, -1), ("train_batch_end", 1, 6)],
+    ids=["mid-epoch", "last batch", "right after validation", "epoch end", "second epoch"],
+)
+def test_a_kill_at_any_point_of_an_epoch_ends_like_the_uninterrupted_run(tmp_path, hook, epoch, step):
+    """SIGKILL (no clean-up at all) at every kind of moment of an epoch, then resume: the best
+    checkpoint, the best epoch and the test numbers are the uninterrupted run's (a last.ckpt
+    with a stale "best so far" used to let the resumed run overwrite best.ckpt)."""
+    reference = run_cli([*KILL, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run = tmp_path / "killed"
+    killer = ["+callbacks.kill._target_=tests.helpers.KillAt", f"+callbacks.kill.hook={hook}",
+              f"+callbacks.kill.marker={tmp_path / 'killed-once'}",
+              f"+callbacks.kill.epoch={epoch}", f"+callbacks.kill.step={step}"]
+    killed = run_cli([*KILL, *killer, f"hydra.run.dir={run}"], tmp_path, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = run_cli([f"resume={run}"], tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = json.loads((tmp_path / "reference" / "run.json").read_text())
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["best"] == expected["best"]
+    for key in ("test/loss", "test/acc_top1", "val/loss", "val/acc_top1"):
+        assert record["metrics"][key] == expected["metrics"][key], key
+    best = load_checkpoint_file(run / "checkpoints" / "best.ckpt", mmap=True)
+    reference_best = load_checkpoint_file(tmp_path / "reference" / "checkpoints" / "best.ckpt", mmap=True)
+    assert (best["global_step"], best["epoch"]) == (reference_best["global_step"], reference_best["epoch"])

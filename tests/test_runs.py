@@ -22,10 +22,11 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 
-from resnet_lab.callbacks.run_record import RECORD_NAME, write_json_atomic
 from resnet_lab.loggers import TensorBoardLogger
+from resnet_lab.run_dir import RECORD_FILE as RECORD_NAME
+from resnet_lab.run_dir import write_record
+from resnet_lab.runs import Run, find_runs, resolve_run
 from resnet_lab.runs.__main__ import main
-from resnet_lab.runs.run import Run, find_runs, resolve_run
 from tests.helpers import TINY
 
 # ---------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def _record(run_dir: Path, **fields) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": "running", "host": socket.gethostname(), "pid": os.getpid(),
               "command": " ".join(sys.argv), "updated": "2099-01-01T00:00:00+00:00", **fields}
-    write_json_atomic(run_dir / RECORD_NAME, record)
+    write_record(run_dir, record)
     return Run(run_dir)
 
 

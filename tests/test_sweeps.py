@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from resnet_lab.config import config_dir
+from resnet_lab.configs import config_dir
 from resnet_lab.errors import ConfigError
 from resnet_lab.runs.__main__ import main as runs_main
 from resnet_lab.runs.run import Run

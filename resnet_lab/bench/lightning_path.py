@@ -26,38 +26,22 @@ from torch import nn
 
 from resnet_lab.bench.settings import BenchSettings
 from resnet_lab.bench.timing import Block, PeakMemory, Window
-from resnet_lab.bench.workload import SyntheticBatches, optimizer_factory, scheduler_factory
+from resnet_lab.bench.training_config import (
+    kept_callbacks,
+    module_options,
+    optimizer_factory,
+    scheduler_factory,
+    trainer_options,
+)
+from resnet_lab.bench.workload import SyntheticBatches
 from resnet_lab.module import ImageClassifier
 
-# conf/trainer/default.yaml's values of the arguments that act during training steps
-# (tests/test_bench.py checks that they still agree with the config).
-TRAINER_DEFAULTS = {
-    "num_nodes": 1,
-    "log_every_n_steps": 10,
-    "gradient_clip_val": None,
-    "accumulate_grad_batches": 1,
-    "enable_model_summary": False,
-}
 # What the benchmark switches off in our path; the plain loop has none of it either.
 SWITCHED_OFF = {
     "logger": False,  # train.py: CSVLogger, writing metrics.csv
     "limit_val_batches": 0,  # no validation between the timed steps
     "num_sanity_val_steps": 0,
-}
-# conf/callbacks/default.yaml's callbacks, by what they do between training steps. Kept, with
-# the config's arguments: those that act at every step (divergence: a finiteness check of the
-# loss; preemption: a check for a signal) or at the start of a fit (random_state). Switched
-# off: those that write files or log lines (and train.py's RunRecord, which writes run.json).
-# tests/test_bench.py checks that every default callback is in one of the two.
-KEPT_CALLBACKS = {
-    "random_state": "resnet_lab.callbacks.random_state.RandomState",
-    "divergence": "resnet_lab.callbacks.divergence.DivergenceDetector",
-    "preemption": "resnet_lab.callbacks.preemption.Preemption",
-}
-SWITCHED_OFF_CALLBACKS = {
-    "model_checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
-    "last_checkpoint": "resnet_lab.checkpointing.LastCheckpoint",
-    "epoch_summary": "resnet_lab.callbacks.EpochSummary",
+    "default_root_dir": None,
 }
 # Warnings every fit above would print, about what the benchmark does on purpose.
 EXPECTED_WARNINGS = (
@@ -86,19 +70,6 @@ class StepWindow(L.Callback):
             self.window.stop()
 
 
-def default_callbacks(root_dir: str) -> list[L.Callback]:
-    """The kept callbacks of ``KEPT_CALLBACKS``, as the default config builds them."""
-    from resnet_lab.callbacks.divergence import DivergenceDetector
-    from resnet_lab.callbacks.preemption import Preemption
-    from resnet_lab.callbacks.random_state import RandomState
-
-    return [
-        RandomState(),
-        DivergenceDetector(check_every_n_steps=TRAINER_DEFAULTS["log_every_n_steps"]),
-        Preemption(dirpath=root_dir),  # where it would save on SIGTERM; nothing otherwise
-    ]
-
-
 def trainer_devices(device: torch.device) -> int | list[int]:
     return [device.index] if device.index is not None else 1
 
@@ -110,9 +81,7 @@ class LightningPath:
     builds its optimizer and schedule anew, as the plain loop does.
     """
 
-    def __init__(
-        self, net: nn.Module, settings: BenchSettings, *, label_smoothing: float = 0.0, progress_bar: bool = False
-    ) -> None:
+    def __init__(self, net: nn.Module, settings: BenchSettings, *, progress_bar: bool = False) -> None:
         self.settings = settings
         self.progress_bar = progress_bar
         self.module = ImageClassifier(
@@ -120,8 +89,7 @@ class LightningPath:
             optimizer=optimizer_factory(settings.batch_size),
             scheduler=scheduler_factory(),
             num_classes=settings.num_classes,
-            label_smoothing=label_smoothing,
-            decay_norm_and_bias=False,
+            **module_options(),
             channels_last=settings.channels_last,
             compile=settings.compile,
         )
@@ -137,20 +105,20 @@ class LightningPath:
         # when checkpointing is off, and adds a ModelCheckpoint of its own when checkpointing
         # is on without one: on exactly when a kept callback is a Checkpoint, so neither.
         checkpointing = any(isinstance(callback, Checkpoint) for callback in callbacks)
-        return L.Trainer(
+        return L.Trainer(**trainer_options(
+            **SWITCHED_OFF,
             enable_checkpointing=checkpointing,
             accelerator=settings.torch_device.type,
             devices=trainer_devices(settings.torch_device),
             precision=settings.precision,
             max_steps=max_steps,
+            max_epochs=-1,
+            min_epochs=None,
             deterministic=settings.deterministic,
             benchmark=settings.cudnn_benchmark,
             enable_progress_bar=self.progress_bar,
             callbacks=callbacks,
-            default_root_dir=root_dir,
-            **TRAINER_DEFAULTS,
-            **SWITCHED_OFF,
-        )
+        ))
 
     def run(self, warmup: int, steps: int, *, profilers: Sequence[AbstractContextManager] = ()) -> Block:
         """A fresh fit of ``warmup`` untimed and ``steps`` timed steps; see ``PlainLoop.run``."""
@@ -159,7 +127,7 @@ class LightningPath:
         with tempfile.TemporaryDirectory(prefix="resnet_lab_bench_") as root_dir, warnings.catch_warnings():
             for message in EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
-            trainer = self.trainer(warmup + steps, [timer, *default_callbacks(root_dir)], root_dir)
+            trainer = self.trainer(warmup + steps, [timer, *kept_callbacks(root_dir)], root_dir)
             trainer.fit(self.module, train_dataloaders=SyntheticBatches(settings, warmup + steps))
         if timer.window.seconds is None:
             raise RuntimeError(f"the fit ended after {timer.done} of {warmup + steps} steps")

@@ -16,17 +16,20 @@ from torch import nn
 
 from resnet_lab.bench.settings import BenchSettings
 from resnet_lab.bench.timing import Block, PeakMemory, Window
-from resnet_lab.bench.workload import SyntheticBatches, optimizer_factory, scheduler_factory
+from resnet_lab.bench.training_config import module_options, optimizer_factory, scheduler_factory
+from resnet_lab.bench.workload import SyntheticBatches
 from resnet_lab.module import param_groups
 
 
 class PlainLoop:
     """Trains ``net`` (already prepared: device, memory format, compiled) one block at a time."""
 
-    def __init__(self, net: nn.Module, settings: BenchSettings, *, label_smoothing: float = 0.0) -> None:
+    def __init__(self, net: nn.Module, settings: BenchSettings, *, label_smoothing: float | None = None) -> None:
         self.net = net
         self.settings = settings
-        self.label_smoothing = label_smoothing
+        options = module_options()
+        self.label_smoothing = options["label_smoothing"] if label_smoothing is None else label_smoothing
+        self.decay_norm_and_bias = options["decay_norm_and_bias"]
         self.memory = PeakMemory(settings.torch_device)
 
     def run(self, warmup: int, steps: int, *, profilers: Sequence[AbstractContextManager] = ()) -> Block:
@@ -37,7 +40,7 @@ class PlainLoop:
         settings, net = self.settings, self.net
         total = warmup + steps
         factory = optimizer_factory(settings.batch_size)
-        optimizer = factory(param_groups(net, factory.keywords["weight_decay"], decay_norm_and_bias=False))
+        optimizer = factory(param_groups(net, factory.keywords["weight_decay"], self.decay_norm_and_bias))
         scheduler = scheduler_factory()(optimizer, total_steps=total, steps_per_epoch=float(total))
         scaler = torch.amp.GradScaler(settings.torch_device.type) if settings.precision == "16-mixed" else None
         window = Window(settings.torch_device, self.memory, profilers)

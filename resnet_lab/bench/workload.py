@@ -1,4 +1,5 @@
-"""What every path trains on: the model, the synthetic batches, the optimizer and schedule."""
+"""What every path trains on: the model and the synthetic batches (the optimizer and
+schedule come from the training config: ``bench/training_config.py``)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from resnet_lab import schedulers
 from resnet_lab.bench.settings import BenchSettings
-
-# The defaults of `python -m resnet_lab`: conf/optimizer/sgd.yaml, conf/scheduler/cosine.yaml
-# and lr_base_batch_size in conf/train.yaml, written out so that the benchmark needs no
-# Hydra (tests/test_bench.py checks that they still agree with the configs).
-SGD_DEFAULTS = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5.0e-4}
-LR_BASE_BATCH_SIZE = 256  # optimizer.lr is per this many images
-COSINE_DEFAULTS = {"warmup_epochs": 0, "warmup_start_factor": 0.01, "min_lr_ratio": 0.0}
-
-
-def optimizer_factory(batch_size: int) -> functools.partial:
-    """SGD as the ``optimizer`` partial of train.py, its LR scaled to ``batch_size``."""
-    options = dict(SGD_DEFAULTS, lr=SGD_DEFAULTS["lr"] * batch_size / LR_BASE_BATCH_SIZE)
-    return functools.partial(torch.optim.SGD, **options)
-
-
-def scheduler_factory() -> functools.partial:
-    return functools.partial(schedulers.cosine, **COSINE_DEFAULTS)
 
 
 def build_net(name: str, settings: BenchSettings) -> nn.Module:

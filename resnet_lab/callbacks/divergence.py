@@ -142,7 +142,7 @@ class DivergenceDetector(L.Callback):
 
 
 def _last_checkpoint(trainer: L.Trainer) -> Path | None:
-    from resnet_lab.checkpointing import LastCheckpoint
+    from resnet_lab.callbacks.checkpoints import LastCheckpoint
 
     for callback in trainer.callbacks:
         if isinstance(callback, LastCheckpoint) and callback.path.is_file():

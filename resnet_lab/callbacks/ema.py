@@ -161,7 +161,7 @@ class EMA(EMAWeightAveraging):
         average.eval()
         with torch.no_grad(), trainer.precision_plugin.forward_context():
             logits = average(images)
-            loss = average._loss(logits, targets)
+            loss = average.loss(logits, targets)
         self._eval[stage].update(logits, targets, loss)
 
     def _log_stage(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

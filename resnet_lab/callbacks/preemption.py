@@ -1,33 +1,12 @@
-"""Preemption: on SIGTERM or SIGUSR1, save a checkpoint at a clean point and exit; under
-SLURM, requeue the job on SIGUSR1.
+"""Preemption: on SIGTERM or SIGUSR1 (and submitit's signal under ``hydra/launcher=slurm``),
+save ``last.ckpt`` at a clean point and exit with 128 + the signal number; under SLURM,
+requeue the job on SIGUSR1.
 
-What Lightning 2.6 does by itself (``trainer/connectors/signal_connector.py``): on SIGTERM
-it sets ``trainer.received_sigterm`` and raises ``SIGTERMException`` after the current
-training batch, or after the current *validation* batch, and saves nothing; the process
-exits with status 0. Under SLURM with ``auto_requeue`` its SIGUSR1 handler saves
-``hpc_ckpt_<n>.ckpt`` *inside the signal handler*, wherever the main thread happens to be
-(between the optimizer step and the progress counters, say), so the state it saves may not
-be one the loop can resume exactly, then requeues and keeps training.
-
-``Preemption`` replaces both handlers once training starts. The handler only records the
-signal; at the end of the current training batch (or, on an epoch's last batch, once that
-epoch's validation and its checkpoint are done) the callback writes ``last.ckpt`` through
-the atomic checkpoint IO, requeues the SLURM job if the signal was SIGUSR1, and raises
-``Preempted``, which makes the process exit with status 128 + the signal number (143 for
-SIGTERM) after Lightning's own clean-up: a scheduler sees a job that did not finish.
-Lightning restores the previous handlers when ``fit`` ends.
-
-Under submitit (``hydra/launcher=slurm``), the job receives submitit's preemption signal
-(SIGUSR2 unless ``SUBMITIT_PREEMPT_SIGNAL`` names another) ``signal_delay_s`` before the time
-limit. submitit's own handler resubmits the job and exits the process from inside the
-handler, mid-step, with nothing saved. ``Preemption`` takes that signal too: it saves at the
-end of the batch like the others, then calls submitit's handler, which requeues the job
-(the launcher's ``checkpoint`` reruns the same overrides; with ``resume=auto_or_new`` the
-rerun continues this run), and exits with 128 + the signal number.
-
-Under DDP the decision is all-reduced every step, so all ranks stop at the same batch.
-Lightning 2.6 already broadcasts its own SIGTERM flag every step under DDP; this adds one
-more tiny collective per step.
+The signal handler only records the signal. The callback stops at the end of the current
+training batch; a signal on an epoch's last batch or during its validation waits until the
+epoch's validation, its checkpoints and its logged training metrics are done, and the run
+stops as the next epoch (or the end of training) begins. Why Lightning's own handlers are
+replaced, and how submitit's requeue is kept: docs/RELIABILITY.md, "Preemption".
 """
 
 from __future__ import annotations
@@ -44,6 +23,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from resnet_lab.callbacks.checkpoints import settle_best_checkpoints
 
 log = logging.getLogger("resnet_lab")
 
@@ -113,8 +94,6 @@ class Preemption(Checkpoint):
         self._saved_step: int | None = None
         self._submitit: tuple[int, Any] | None = None  # (signal, submitit's handler)
 
-    # -- signals -------------------------------------------------------------------------
-
     def _handler(self, signum: int, frame: Any) -> None:
         # No logging or I/O here: the handler runs between two bytecodes of whatever the
         # main thread was doing, possibly inside the logging module itself.
@@ -148,8 +127,6 @@ class Preemption(Checkpoint):
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._installed = False
 
-    # -- decisions -----------------------------------------------------------------------
-
     def _requested(self, trainer: L.Trainer) -> bool:
         local = self.received is not None
         if trainer.world_size > 1:
@@ -160,26 +137,43 @@ class Preemption(Checkpoint):
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if not self._requested(trainer):
+        if self._deferred or not self._requested(trainer):
             return
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            # Let this epoch's validation and its checkpoint happen first; stop at epoch end.
-            if not self._deferred:
-                log.info("preemption signal received on the epoch's last batch: stopping after its validation")
+            # Let this epoch's validation, checkpoints and metrics happen first.
+            log.info("preemption signal received on the epoch's last batch: stopping once the epoch is done")
             self._deferred = True
             return
         self._stop(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Save now, at the same point as the epoch's own last.ckpt; stop only once Lightning has
+        # logged the epoch's training metrics, which it does after this hook.
         if self._deferred or self._requested(trainer):
+            self._deferred = True
+            self._save(trainer)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._deferred:
             self._stop(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._deferred:
+            self._stop(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if self._saved_step != trainer.global_step:
+            # After this epoch's validation, the best checkpoint decides first (callbacks/checkpoints.py).
+            if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                settle_best_checkpoints(trainer, trainer.lightning_module, "on_validation_end")
+                settle_best_checkpoints(trainer, trainer.lightning_module, "on_train_epoch_end")
+            trainer.save_checkpoint(self.dirpath / self.filename, weights_only=False)
 
     def _stop(self, trainer: L.Trainer) -> None:
         signum = self.received if self.received is not None else signal.SIGTERM
         name = signal.Signals(signum).name
         path = self.dirpath / self.filename
-        if self._saved_step != trainer.global_step:
-            trainer.save_checkpoint(path, weights_only=False)
+        self._save(trainer)
         message = f"received {name} at step {trainer.global_step} (epoch {trainer.current_epoch + 1}): saved {path}"
         if trainer.is_global_zero:
             requeue = self.requeue if self.requeue is not None else slurm_job_id() is not None

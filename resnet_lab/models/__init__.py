@@ -7,6 +7,7 @@ configs in ``conf/model/`` instantiate. Nothing here knows of Lightning.
 from resnet_lab.models.blocks import (
     BLOCKS,
     BasicBlock,
+    BlockOptions,
     Bottleneck,
     PreActBasicBlock,
     PreActBottleneck,
@@ -20,6 +21,7 @@ __all__ = [
     "MODELS",
     "OPTIONS",
     "BasicBlock",
+    "BlockOptions",
     "Bottleneck",
     "PreActBasicBlock",
     "PreActBottleneck",

@@ -1,6 +1,7 @@
 """Residual blocks and the shortcuts that join them.
 
-All four blocks share one constructor signature and an ``expansion`` attribute, so the
+All four blocks share one constructor signature, ``(in_chans, width, stride, shortcut,
+BlockOptions)``, and an ``expansion`` attribute, so the
 network builds any of them the same way. Optional parts (squeeze-excitation, stochastic
 depth, dropout) are ``nn.Identity`` when off, and each block knows how to
 ``zero_init_last()`` its residual branch. State-dict names follow torchvision
@@ -9,10 +10,28 @@ depth, dropout) are ``nn.Identity`` when off, and each block knows how to
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """What varies between the blocks of one architecture beyond their shapes.
+
+    groups, width_per_group: bottleneck grouping (ResNeXt) and width (Wide ResNet).
+    se_ratio: squeeze-excitation reduction (0: off). drop_path_rate: this block's stochastic
+    depth. block_dropout: dropout between the convolutions of the residual branch (WRN).
+    """
+
+    groups: int = 1
+    width_per_group: int = 64
+    se_ratio: float = 0.0
+    drop_path_rate: float = 0.0
+    block_dropout: float = 0.0
 
 
 def conv3x3(in_chans: int, out_chans: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -110,28 +129,19 @@ class BasicBlock(nn.Module):
     preact = False
 
     def __init__(
-        self,
-        in_chans: int,
-        width: int,
-        stride: int = 1,
-        shortcut: nn.Module | None = None,
-        *,
-        groups: int = 1,
-        width_per_group: int = 64,
-        se_ratio: float = 0.0,
-        drop_path_rate: float = 0.0,
-        block_dropout: float = 0.0,
+        self, in_chans: int, width: int, stride: int = 1, shortcut: nn.Module | None = None,
+        options: BlockOptions = BlockOptions(),
     ) -> None:
         super().__init__()
         out_chans = width * self.expansion
         self.conv1 = conv3x3(in_chans, width, stride)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = nn.ReLU(inplace=True)
-        self.dropout = dropout(block_dropout)
+        self.dropout = dropout(options.block_dropout)
         self.conv2 = conv3x3(width, out_chans)
         self.bn2 = nn.BatchNorm2d(out_chans)
-        self.se = squeeze_excitation(out_chans, se_ratio)
-        self.drop_path = drop_path(drop_path_rate)
+        self.se = squeeze_excitation(out_chans, options.se_ratio)
+        self.drop_path = drop_path(options.drop_path_rate)
         self.downsample = shortcut if shortcut is not None else nn.Identity()
         self.act2 = nn.ReLU(inplace=True)
 
@@ -157,32 +167,23 @@ class Bottleneck(nn.Module):
     preact = False
 
     def __init__(
-        self,
-        in_chans: int,
-        width: int,
-        stride: int = 1,
-        shortcut: nn.Module | None = None,
-        *,
-        groups: int = 1,
-        width_per_group: int = 64,
-        se_ratio: float = 0.0,
-        drop_path_rate: float = 0.0,
-        block_dropout: float = 0.0,
+        self, in_chans: int, width: int, stride: int = 1, shortcut: nn.Module | None = None,
+        options: BlockOptions = BlockOptions(),
     ) -> None:
         super().__init__()
-        inner = bottleneck_width(width, groups, width_per_group)
+        inner = bottleneck_width(width, options.groups, options.width_per_group)
         out_chans = width * self.expansion
         self.conv1 = conv1x1(in_chans, inner)
         self.bn1 = nn.BatchNorm2d(inner)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(inner, inner, stride, groups)
+        self.conv2 = conv3x3(inner, inner, stride, options.groups)
         self.bn2 = nn.BatchNorm2d(inner)
         self.act2 = nn.ReLU(inplace=True)
-        self.dropout = dropout(block_dropout)
+        self.dropout = dropout(options.block_dropout)
         self.conv3 = conv1x1(inner, out_chans)
         self.bn3 = nn.BatchNorm2d(out_chans)
-        self.se = squeeze_excitation(out_chans, se_ratio)
-        self.drop_path = drop_path(drop_path_rate)
+        self.se = squeeze_excitation(out_chans, options.se_ratio)
+        self.drop_path = drop_path(options.drop_path_rate)
         self.downsample = shortcut if shortcut is not None else nn.Identity()
         self.act3 = nn.ReLU(inplace=True)
 
@@ -210,17 +211,8 @@ class PreActBasicBlock(nn.Module):
     preact = True
 
     def __init__(
-        self,
-        in_chans: int,
-        width: int,
-        stride: int = 1,
-        shortcut: nn.Module | None = None,
-        *,
-        groups: int = 1,
-        width_per_group: int = 64,
-        se_ratio: float = 0.0,
-        drop_path_rate: float = 0.0,
-        block_dropout: float = 0.0,
+        self, in_chans: int, width: int, stride: int = 1, shortcut: nn.Module | None = None,
+        options: BlockOptions = BlockOptions(),
     ) -> None:
         super().__init__()
         out_chans = width * self.expansion
@@ -229,10 +221,10 @@ class PreActBasicBlock(nn.Module):
         self.conv1 = conv3x3(in_chans, width, stride)
         self.bn2 = nn.BatchNorm2d(width)
         self.act2 = nn.ReLU(inplace=True)
-        self.dropout = dropout(block_dropout)
+        self.dropout = dropout(options.block_dropout)
         self.conv2 = conv3x3(width, out_chans)
-        self.se = squeeze_excitation(out_chans, se_ratio)
-        self.drop_path = drop_path(drop_path_rate)
+        self.se = squeeze_excitation(out_chans, options.se_ratio)
+        self.drop_path = drop_path(options.drop_path_rate)
         self.downsample = shortcut if shortcut is not None else nn.Identity()
         self.shortcut_reads_preact = stride != 1 or in_chans != out_chans
 
@@ -257,33 +249,24 @@ class PreActBottleneck(nn.Module):
     preact = True
 
     def __init__(
-        self,
-        in_chans: int,
-        width: int,
-        stride: int = 1,
-        shortcut: nn.Module | None = None,
-        *,
-        groups: int = 1,
-        width_per_group: int = 64,
-        se_ratio: float = 0.0,
-        drop_path_rate: float = 0.0,
-        block_dropout: float = 0.0,
+        self, in_chans: int, width: int, stride: int = 1, shortcut: nn.Module | None = None,
+        options: BlockOptions = BlockOptions(),
     ) -> None:
         super().__init__()
-        inner = bottleneck_width(width, groups, width_per_group)
+        inner = bottleneck_width(width, options.groups, options.width_per_group)
         out_chans = width * self.expansion
         self.bn1 = nn.BatchNorm2d(in_chans)
         self.act1 = nn.ReLU(inplace=True)
         self.conv1 = conv1x1(in_chans, inner)
         self.bn2 = nn.BatchNorm2d(inner)
         self.act2 = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(inner, inner, stride, groups)
+        self.conv2 = conv3x3(inner, inner, stride, options.groups)
         self.bn3 = nn.BatchNorm2d(inner)
         self.act3 = nn.ReLU(inplace=True)
-        self.dropout = dropout(block_dropout)
+        self.dropout = dropout(options.block_dropout)
         self.conv3 = conv1x1(inner, out_chans)
-        self.se = squeeze_excitation(out_chans, se_ratio)
-        self.drop_path = drop_path(drop_path_rate)
+        self.se = squeeze_excitation(out_chans, options.se_ratio)
+        self.drop_path = drop_path(options.drop_path_rate)
         self.downsample = shortcut if shortcut is not None else nn.Identity()
         self.shortcut_reads_preact = stride != 1 or in_chans != out_chans
 

@@ -9,12 +9,13 @@ of SE-ResNet have timm's, so checkpoints from either load as they are.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from resnet_lab.errors import ConfigError
-from resnet_lab.models.blocks import BLOCKS, bottleneck_width, conv3x3, make_shortcut
+from resnet_lab.models.blocks import BLOCKS, BlockOptions, bottleneck_width, conv3x3, make_shortcut
 
 STEMS = ("imagenet", "cifar", "deep")
 DOWNSAMPLES = ("projection", "avgpool", "zeropad", "none")
@@ -51,11 +52,8 @@ def make_stages(
     *,
     downsample: str,
     shortcut: bool,
-    groups: int,
-    width_per_group: int,
-    se_ratio: float,
+    options: BlockOptions,
     drop_path_rate: float,
-    block_dropout: float,
 ) -> list[nn.Sequential]:
     """Build the stages; the first keeps the resolution, each later one halves it.
 
@@ -78,11 +76,7 @@ def make_stages(
                     stride,
                     make_shortcut(downsample, in_chans, out_chans, stride,
                                   residual=shortcut, norm=not block_cls.preact),
-                    groups=groups,
-                    width_per_group=width_per_group,
-                    se_ratio=se_ratio,
-                    drop_path_rate=drop_path_rate * index / total,
-                    block_dropout=block_dropout,
+                    replace(options, drop_path_rate=drop_path_rate * index / total),
                 )
             )
             in_chans = out_chans
@@ -160,9 +154,9 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem_pool else nn.Identity()
         stages = make_stages(
             block, layers, widths, stem_width,
-            downsample=downsample, shortcut=shortcut, groups=groups,
-            width_per_group=width_per_group, se_ratio=se_ratio,
-            drop_path_rate=drop_path_rate, block_dropout=block_dropout,
+            downsample=downsample, shortcut=shortcut, drop_path_rate=drop_path_rate,
+            options=BlockOptions(groups=groups, width_per_group=width_per_group, se_ratio=se_ratio,
+                                 block_dropout=block_dropout),
         )
         for i, stage in enumerate(stages, start=1):
             self.add_module(f"layer{i}", stage)

@@ -16,9 +16,10 @@ from pathlib import Path
 from rich.console import Console
 
 from resnet_lab.errors import UserError
-from resnet_lab.runs.run import STATUSES, find_runs, resolve_dir, resolve_run
+from resnet_lab.runs.discovery import find_runs, resolve_dir, resolve_run
 from resnet_lab.runs.tables import (
     SORT_KEYS,
+    STATUSES,
     compare_data,
     compare_tables,
     list_table,
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--experiment", help="only this experiment (shell patterns allowed)")
     listing.add_argument("--model", help="only this model (shell patterns allowed)")
     listing.add_argument("--data", help="only this data set (shell patterns allowed)")
+    listing.add_argument("--tag", help="only runs with this tag (shell patterns allowed)")
     listing.add_argument("--status", help=f"only these statuses, comma-separated: {', '.join(STATUSES)}")
     listing.add_argument("--sort", default="date", choices=SORT_KEYS, help="column to sort by (default: date)")
     listing.add_argument("--reverse", action="store_true", help="sort descending")
@@ -96,7 +98,7 @@ def run_command(args: argparse.Namespace) -> int:
     root: Path = args.root
     if args.command == "list":
         runs = find_runs(root)
-        rows = select_rows(runs, experiment=args.experiment, model=args.model, data=args.data,
+        rows = select_rows(runs, experiment=args.experiment, model=args.model, data=args.data, tag=args.tag,
                            status=args.status, sort=args.sort, reverse=args.reverse)
         if args.json:
             _print_json(rows)

@@ -13,7 +13,11 @@ from rich import box
 from rich.table import Table
 
 from resnet_lab.errors import UserError
-from resnet_lab.runs.run import STATUSES, Run
+from resnet_lab.run_dir import SHOWN_STATUSES
+from resnet_lab.runs.run import Run
+
+# What --status accepts: the statuses of run.json as a reader sees them, and a damaged record.
+STATUSES = (*SHOWN_STATUSES, "damaged")
 
 ACCURACY = "val/acc_top1"
 TEST_ACCURACY = "test/acc_top1"
@@ -22,6 +26,7 @@ TEST_ACCURACY = "test/acc_top1"
 LIST_COLUMNS = (
     ("id", "id"),
     ("date", "date"),
+    ("task", "task"),
     ("experiment", "experiment"),
     ("model", "model"),
     ("data", "data"),
@@ -30,11 +35,12 @@ LIST_COLUMNS = (
     ("test_acc", "test acc"),
     ("wall_time", "wall time"),
     ("status", "status"),
+    ("tags", "tags"),
 )
 SORT_KEYS = tuple(key for key, _ in LIST_COLUMNS)
 
 _STATUS_STYLE = {"finished": "green", "running": "cyan", "failed": "red", "interrupted": "yellow",
-                 "pruned": "magenta", "unknown": "dim"}
+                 "pruned": "magenta", "unknown": "dim", "damaged": "bold red"}
 
 
 def format_number(value: Any, digits: int = 4) -> str:
@@ -69,6 +75,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "id": run.id,
         "path": str(run.path),
         "date": started.astimezone().strftime("%Y-%m-%d %H:%M") if started else None,
+        "task": run.task,
         "experiment": run.experiment,
         "model": run.model,
         "data": run.data,
@@ -78,6 +85,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "test_acc": run.final(TEST_ACCURACY),
         "wall_time_s": run.wall_time_s,
         "status": run.status,
+        "tags": run.tags,
     }
 
 
@@ -86,6 +94,8 @@ def _sort_value(row: dict[str, Any], key: str) -> Any:
         return row["epochs_done"]
     if key == "wall_time":
         return row["wall_time_s"]
+    if key == "tags":
+        return ",".join(row["tags"]) or None
     return row[key]
 
 
@@ -96,6 +106,7 @@ def select_rows(
     model: str | None = None,
     data: str | None = None,
     status: str | None = None,
+    tag: str | None = None,
     sort: str = "date",
     reverse: bool = False,
 ) -> list[dict[str, Any]]:
@@ -116,6 +127,8 @@ def select_rows(
             continue
         if statuses and run.status not in statuses:
             continue
+        if tag and not any(fnmatch.fnmatchcase(t, tag) for t in run.tags):
+            continue
         rows.append(run_row(run))
     present = [row for row in rows if _sort_value(row, sort) is not None]
     missing = [row for row in rows if _sort_value(row, sort) is None]
@@ -133,10 +146,11 @@ def list_table(rows: Sequence[dict[str, Any]]) -> Table:
         epochs = f"{done if done is not None else '-'}/{planned if planned is not None else '-'}"
         status = row["status"]
         table.add_row(
-            row["id"], row["date"] or "-", row["experiment"], row["model"], row["data"], epochs,
+            row["id"], row["date"] or "-", row["task"], row["experiment"], row["model"], row["data"], epochs,
             format_number(row["best_val_acc"]), format_number(row["test_acc"]),
             format_duration(row["wall_time_s"]),
             f"[{_STATUS_STYLE.get(status, '')}]{status}[/]" if status in _STATUS_STYLE else status,
+            ",".join(row["tags"]) or "-",
         )
     return table
 
@@ -161,6 +175,9 @@ def show_data(run: Run) -> dict[str, Any]:
         "exception": record.get("exception"),
         "provenance": run.provenance,
         "config": run.config,
+        "task": run.task,
+        "tags": run.tags,
+        "problems": run.problems,
     }
 
 
@@ -173,8 +190,11 @@ def show_renderables(data: dict[str, Any]) -> list[Any]:
     ]
     if data["overrides"]:
         lines.append("overrides: " + " ".join(data["overrides"]))
+    if data["tags"]:
+        lines.append("tags: " + ", ".join(data["tags"]))
     if data["exception"]:
         lines.append(f"[red]exception: {data['exception']}[/]")
+    lines += [f"[bold red]damaged: {problem}[/]" for problem in data["problems"]]
     out: list[Any] = ["\n".join(lines)]
 
     metrics = Table(title="metrics", box=box.SIMPLE_HEAD, header_style="bold", title_justify="left")

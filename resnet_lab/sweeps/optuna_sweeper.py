@@ -129,7 +129,7 @@ class OptunaSweeper(Sweeper):
         """
         from optuna.trial import TrialState
 
-        from resnet_lab.runs.run import process_alive
+        from resnet_lab.run_dir import process_alive
 
         interrupted = set(study.user_attrs.get("interrupted_trials", []))
         host = socket.gethostname()

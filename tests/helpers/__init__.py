@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, open_dict
 
-from resnet_lab.config import config_dir
+from resnet_lab.configs import config_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,3 +87,75 @@ class Evil:
 
     def __reduce__(self):
         return os.system, (self.command,)
+
+
+def config_options(group: str) -> list[str]:
+    """The options of a config group (its YAML files, without the shared ``base`` ones)."""
+    folder = config_dir() / group
+    return sorted(
+        str(path.relative_to(folder).with_suffix(""))
+        for path in folder.rglob("*.yaml")
+        if not path.name.startswith("_") and path.parent.name != "base"
+    )
+
+
+class SignalAt(L.Callback):
+    """Test callback: sends ``signum`` to this process at the start of optimizer step
+    ``step`` or, with ``hook="validation"``, during the first validation batch of epoch
+    ``epoch`` (as a scheduler's signal can arrive at any moment)."""
+
+    def __init__(self, step: int = -1, signum: str = "SIGTERM", hook: str = "batch", epoch: int = 0) -> None:
+        self.step, self.hook, self.epoch = step, hook, epoch
+        self.signum = getattr(signal, signum)
+        self.sent = False
+
+    def _send(self) -> None:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.hook == "batch" and trainer.global_step == self.step:
+            self._send()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.hook == "validation" and not trainer.sanity_checking and trainer.current_epoch == self.epoch:
+            self._send()
+
+
+class KillAt(Checkpoint):
+    """Test callback: SIGKILLs this process (no clean-up at all, as a lost machine) when
+    ``hook`` runs in epoch ``epoch`` (for batch hooks: at optimizer step ``step``), once: the
+    ``marker`` file it leaves keeps a resumed run (same config) from being killed again. It
+    is a Checkpoint callback so that Lightning runs it after every other callback of that
+    hook, i.e. right after the checkpoints of that moment were written."""
+
+    def __init__(self, hook: str, marker: str, epoch: int = 0, step: int = -1) -> None:
+        self.hook, self.marker, self.epoch, self.step = hook, Path(marker), epoch, step
+
+    def _maybe_kill(self, trainer, hook: str) -> None:
+        if hook != self.hook or trainer.current_epoch != self.epoch or trainer.sanity_checking:
+            return
+        if (self.step < 0 or trainer.global_step == self.step) and not self.marker.exists():
+            self.marker.write_text("killed\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._maybe_kill(trainer, "train_batch_end")
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._maybe_kill(trainer, "validation_end")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._maybe_kill(trainer, "train_epoch_end")
+
+
+class LogConstant(L.Callback):
+    """Test callback: logs ``value`` as metric ``name`` at every validation, so a monitor on
+    it ties every epoch."""
+
+    def __init__(self, name: str, value: float) -> None:
+        self.name, self.value = name, value
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log(self.name, self.value)

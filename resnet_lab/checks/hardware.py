@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from resnet_lab.errors import ConfigError
 
@@ -18,14 +18,24 @@ log = logging.getLogger("resnet_lab")
 _CPU_CHOICES = "trainer=cpu (one process) or trainer=ddp_cpu (several processes over gloo)"
 
 
-def _requested_devices(devices) -> int | None:
-    from resnet_lab.config import _device_count  # config imports this module
-
-    return _device_count(devices)
+def device_count(devices) -> int | None:
+    """The number of devices a Lightning ``devices`` value asks for, if known from config."""
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, int):
+        return devices if devices > 0 else None
+    if isinstance(devices, (list, tuple, ListConfig)):
+        return len(devices)
+    if isinstance(devices, str):
+        if devices.strip().isdigit():
+            return int(devices)
+        if "," in devices:
+            return len([d for d in devices.split(",") if d.strip()])
+    return None  # "auto" or -1: known only once the hardware is seen
 
 
 def _distributed(trainer: DictConfig) -> bool:
-    devices = _requested_devices(trainer.get("devices", 1))
+    devices = device_count(trainer.get("devices", 1))
     strategy = str(trainer.get("strategy", "auto"))
     return "ddp" in strategy or (devices or 1) > 1 or (trainer.get("num_nodes") or 1) > 1
 
@@ -51,7 +61,7 @@ def check_hardware(cfg: DictConfig) -> None:
                 f"trainer.accelerator={accelerator} asks for a CUDA GPU, but {reason}. "
                 f"On a machine without a GPU use {_CPU_CHOICES}."
             )
-        wanted = _requested_devices(trainer.get("devices", 1))
+        wanted = device_count(trainer.get("devices", 1))
         available = torch.cuda.device_count()
         if wanted is not None and wanted > available:
             raise ConfigError(
@@ -71,7 +81,14 @@ def check_hardware(cfg: DictConfig) -> None:
             "CPU. Set trainer.sync_batchnorm=false (trainer=ddp_cpu does), or train on GPUs with "
             "trainer=ddp."
         )
-    elif accelerator == "mps" and not torch.backends.mps.is_available():
+    if "spawn" in str(trainer.get("strategy", "")):
+        raise ConfigError(
+            f"trainer.strategy={trainer.strategy} starts the training processes with "
+            "multiprocessing's spawn, which runs fit and test in children whose results (the "
+            "run record, the best checkpoint) do not come back to this process. Use "
+            "trainer.strategy=ddp (trainer=ddp on GPUs, trainer=ddp_cpu on CPUs)."
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(
             f"trainer.accelerator=mps asks for Apple's Metal backend, which this machine does not "
             f"have. Use {_CPU_CHOICES}."
