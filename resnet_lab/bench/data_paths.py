@@ -27,8 +27,8 @@ def random_images(settings: BenchSettings, count: int) -> tuple[torch.Tensor, to
 
 
 def compare_data_paths(settings: BenchSettings) -> SectionResult:
-    from resnet_lab.data.augment import Normalize, SmallImageAugment
     from resnet_lab.bench.augmentation import benchmark_augmentation
+    from resnet_lab.data.augment import Normalize, SmallImageAugment
 
     images, labels = random_images(settings, (settings.warmup + settings.steps) * settings.batch_size)
     normalize = Normalize((0.5,) * settings.in_chans, (0.25,) * settings.in_chans)
