@@ -207,6 +207,8 @@ class ImageDataModule(L.LightningDataModule):
         images, labels = batch
         if self.may_skip_samples:
             images, labels = self.drop_unreadable(images, labels)
+            if not len(labels):  # nothing decoded: the module skips the batch
+                return images, labels
         if self.trainer is not None and self.trainer.training:
             images = self.train_transform_batch(images)
             images, labels = self.mixer(images, labels)
