@@ -254,3 +254,23 @@ def test_python_m_resnet_lab_trains_and_tests_on_a_folder(tmp_path):
     weights = checkpoint["state_dict"]
     assert weights["net.fc.weight"].shape[0] == 3  # num_classes counted from the folders
     assert weights["net.conv1.weight"].shape[1] == 1  # in_chans, as the data converts the images
+
+
+@pytest.mark.slow
+def test_ddp_on_a_folder_with_a_class_of_broken_files(tmp_path):
+    """Two processes, one image each per step, balanced sampler: a third of the draws are files
+    that do not decode, so steps come where one rank's batch is empty and the other's is not.
+    The empty rank must still take part in the gradient reduction (else DDP hangs)."""
+    root = write_photo_folder(tmp_path / "photos", per_class=8)
+    for path in (root / "noise").iterdir():
+        path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = run_cli(
+        ["trainer=ddp_cpu", "data=folder", f"data.root={root}", "data.image_size=16", "data.batch_size=2",
+         "data.eval_batch_size=2", "data.num_workers=0", "data.balanced_sampler=true", "trainer.max_epochs=1"],
+        tmp_path, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    log = (run / "train.log").read_text() + result.stdout + result.stderr
+    assert "unreadable image(s) in this batch" in log and "does not decode as an image" in log
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
