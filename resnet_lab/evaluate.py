@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_lab.checkpoint_files import load_checkpoint_file, load_network_state, network_state
 from resnet_lab.configs import config_dir, register_resolvers
+from resnet_lab.data import RESOLVERS as DATA_RESOLVERS
 from resnet_lab.errors import ConfigError, exit_on_user_error
 from resnet_lab.module import hard_labels
 from resnet_lab.run_dir import EVALUATIONS_DIR, is_run_dir, read_record, stored_config
@@ -102,7 +103,7 @@ def evaluation_dir(fallback: str, *, _root_: DictConfig) -> str:
     return fallback
 
 
-register_resolvers([*RESOLVERS, ("evaluation_dir", evaluation_dir, False)])
+register_resolvers([*RESOLVERS, *DATA_RESOLVERS, ("evaluation_dir", evaluation_dir, False)])
 
 
 def evaluation_config(cfg: DictConfig, run_dir: Path | None) -> DictConfig:
@@ -155,6 +156,8 @@ def evaluate_network(net, loader, datamodule, num_classes: int, device, autocast
         batch = datamodule.on_before_batch_transfer(batch, 0)
         batch = tuple(part.to(device) for part in batch)
         images, targets = datamodule.on_after_batch_transfer(batch, 0)
+        if not len(images):  # every image of the batch failed to decode
+            continue
         labels = hard_labels(targets)
         with amp:
             logits = net(images)

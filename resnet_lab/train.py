@@ -20,6 +20,7 @@ from resnet_lab.callbacks import RunRecord
 from resnet_lab.checkpoint_io import with_checkpoint_io
 from resnet_lab.checks import check_config
 from resnet_lab.configs import config_dir, register_resolvers
+from resnet_lab.data import RESOLVERS as DATA_RESOLVERS
 from resnet_lab.distributed import is_global_zero_from_env, job_scope
 from resnet_lab.errors import EXIT_USER_ERROR, ConfigError, report, user_error_in
 from resnet_lab.loggers import close_loggers, log_run_hyperparams
@@ -34,6 +35,7 @@ log = logging.getLogger("resnet_lab")
 
 register_resolvers([
     *RESOLVERS,
+    *DATA_RESOLVERS,
     ("sweep_key", sweep_key, False),  # Optuna sweep directories
     ("resume_run_dir", resume_run_dir, False),
     ("resume_output_subdir", resume_output_subdir, False),

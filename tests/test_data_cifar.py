@@ -102,7 +102,8 @@ def test_validation_split_is_fixed_by_split_seed_not_run_seed(on_disk):
 def test_cifar100_reads_fine_labels(tmp_path, monkeypatch):
     release = write_cifar(tmp_path, "cifar100", train_per_file=100, test_size=30, archive=False)
     monkeypatch.setitem(CIFAR_RELEASES, "cifar100", release)
-    data = CifarDataModule(release="cifar100", root=tmp_path, num_classes=100, download=False, val_size=10)
+    data = CifarDataModule(release="cifar100", root=tmp_path, num_classes=100, download=False, val_size=10,
+                           batch_size=32)
     data.setup()
     assert data.arrays["train"][1].max() >= 10  # fine labels go up to 99
     assert data.classes == list(CIFAR100_CLASSES)
@@ -132,6 +133,15 @@ def test_truncated_batch_file(on_disk):
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(DataError, match=r"data_batch_3 is corrupt or incomplete.*Delete .*cifar-10-batches-py"):
         make(on_disk).setup()
+
+
+def test_corrupt_batch_file_with_download_off_is_named_by_prepare_data(on_disk):
+    """Lightning calls prepare_data first: it must name the damaged file, not a missing archive."""
+    path = on_disk / "cifar-10-batches-py" / "data_batch_4"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"data_batch_4 is corrupt or incomplete: its MD5 is .*Delete .*cifar-10-batches-py and set data.download=true") as error:
+        make(on_disk).prepare_data()
+    assert "tar.gz" not in str(error.value).split("Delete")[0]
 
 
 def test_tampered_batch_file(on_disk):
@@ -189,7 +199,7 @@ def test_labels_out_of_range(on_disk, monkeypatch):
         ({"auto_augment": "randaugment", "device_resident": True}, "cannot run on the device-resident path"),
         ({"cutout": 8, "random_erasing": 0.5}, "set one of them to 0"),
         ({"padding_mode": "edge"}, "padding_mode='edge' is not supported"),
-        ({"mixup_alpha": -0.2}, "mixup_alpha must be >= 0"),
+        ({"mixup_alpha": -0.2}, r"data.mixup_alpha is the Beta\(alpha, alpha\) parameter: a number >= 0"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
     ],
 )

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from resnet_lab import resume as resume_module
 from resnet_lab.checkpoint_files import load_checkpoint_file
 from resnet_lab.configs import config_dir
-from resnet_lab.data_order import ResumableDistributedSampler
+from resnet_lab.data.order import ResumableDistributedSampler
 from resnet_lab.loggers.csv_file import AppendingExperimentWriter
 from resnet_lab.train import train
 from tests.helpers import TINY, compose_config, run_cli, run_dirs, tree_digest

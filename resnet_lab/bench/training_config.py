@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_lab.configs import config_dir, register_resolvers
+from resnet_lab.data import RESOLVERS as DATA_RESOLVERS
 from resnet_lab.run_names import RESOLVERS
 
 # The default callbacks by what they do between training steps. Kept: those that act at
@@ -27,7 +28,7 @@ def training_config() -> DictConfig:
     """The default training config on the CPU trainer, without loggers."""
     from hydra import compose, initialize_config_dir
 
-    register_resolvers(RESOLVERS)
+    register_resolvers([*RESOLVERS, *DATA_RESOLVERS])
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="bench"):
         cfg = compose(config_name="train", overrides=["trainer=cpu", "logger=none", "paths.output_dir=."])
     return cfg

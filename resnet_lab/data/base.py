@@ -17,10 +17,10 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from resnet_lab.data.mixing import BatchMixer
-from resnet_lab.data_order import ResumableDistributedSampler
+from resnet_lab.data.order import BalancedDistributedSampler, ResumableDistributedSampler
 from resnet_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,18 @@ log = logging.getLogger(__name__)
 UNREADABLE = -1
 
 
-def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
-    """Split a global batch over ``world_size`` devices, refusing a split that is not exact."""
+def per_device_batch_size(global_batch_size: int, world_size: int, *, key: str = "data.batch_size") -> int:
+    """Split a global batch over ``world_size`` devices, refusing a split that is not exact.
+
+    key: the config key that holds ``global_batch_size``, for the message.
+    """
     if global_batch_size <= 0:
-        raise ConfigError(
-            f"data.batch_size must be a positive integer, got {global_batch_size}."
-        )
+        raise ConfigError(f"{key} must be a positive integer, got {global_batch_size}.")
     if global_batch_size % world_size:
         raise ConfigError(
-            f"data.batch_size={global_batch_size} is the global batch and must divide evenly "
+            f"{key}={global_batch_size} is the global batch and must divide evenly "
             f"over {world_size} devices (trainer.devices x trainer.num_nodes); choose a "
-            f"multiple of {world_size}, e.g. {global_batch_size // world_size * world_size or world_size}."
+            f"multiple of {world_size}, e.g. {key}={global_batch_size // world_size * world_size or world_size}."
         )
     return global_batch_size // world_size
 
@@ -48,10 +49,11 @@ def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
 class ImageDataModule(L.LightningDataModule):
     """Base class: holds the dataset description and builds the three loaders.
 
-    Subclasses set ``self.train_set``, ``self.val_set`` and ``self.test_set`` in ``setup``
-    and may override ``train_transform_batch`` to augment whole training batches after they
+    Subclasses set ``self.train_set``, ``self.val_set`` and ``self.test_set`` in
+    ``build_sets``, which ``setup`` calls once, and may override ``train_transform_batch`` to augment whole training batches after they
     reach the device. MixUp / CutMix (``mixup_alpha``, ``cutmix_alpha``, ``mix_prob``,
-    ``cutmix_prob``; see ``BatchMixer``) run after it, on every data set.
+    ``cutmix_prob``; see ``BatchMixer``) run after it, on every data set. ``balanced_sampler``
+    draws the training classes equally often (``BalancedDistributedSampler``).
     """
 
     # Data sets that may meet an unreadable file mid-epoch set this; their batches are then
@@ -74,6 +76,7 @@ class ImageDataModule(L.LightningDataModule):
         cutmix_alpha: float = 0.0,
         mix_prob: float = 1.0,
         cutmix_prob: float = 0.5,
+        balanced_sampler: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -104,6 +107,9 @@ class ImageDataModule(L.LightningDataModule):
             prob=mix_prob,
             cutmix_prob=cutmix_prob,
         )
+        if not isinstance(balanced_sampler, bool):
+            raise ConfigError(f"data.balanced_sampler must be true or false, got {balanced_sampler!r}.")
+        self.balanced_sampler = balanced_sampler
         self.skipped_samples = 0
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -128,6 +134,58 @@ class ImageDataModule(L.LightningDataModule):
             return self.trainer.strategy.root_device
         return torch.device("cpu")
 
+    def build_sets(self) -> None:
+        """Create ``train_set``, ``val_set`` and ``test_set``, checking the data on the way."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.build_sets()
+        if stage in (None, "fit"):
+            self.check_batch_sizes()
+
+    def per_device_batch(self, *, train: bool) -> int:
+        if train:
+            return per_device_batch_size(self.batch_size, self.world_size)
+        return per_device_batch_size(self.eval_batch_size, self.world_size, key="data.eval_batch_size")
+
+    def train_labels(self) -> torch.Tensor:
+        """The class index of every training sample, in the training set's order."""
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not run")
+        labels = getattr(self.train_set, "labels", None)
+        if labels is None and isinstance(self.train_set, TensorDataset):
+            labels = self.train_set.tensors[1]
+        return torch.as_tensor(labels, dtype=torch.long)
+
+    def class_counts(self) -> list[int]:
+        """Training images per class (for class weights and the balanced sampler)."""
+        return torch.bincount(self.train_labels(), minlength=self.num_classes).tolist()
+
+    def check_batch_sizes(self) -> None:
+        """Both batch sizes divide over the devices, and training has at least one batch.
+
+        Each device trains on ``len(train_set) // world_size`` images (the training sampler
+        drops the remainder) in batches of ``batch_size / world_size``, the last incomplete
+        batch dropped: a batch bigger than that shard would give epochs with no step.
+        """
+        per_device = self.per_device_batch(train=True)
+        self.per_device_batch(train=False)
+        images = len(self.train_set)
+        shard = images // self.world_size
+        if per_device > shard:
+            devices = (
+                f" ({shard} per device on {self.world_size} devices, {per_device} per device per batch)"
+                if self.world_size > 1 else ""
+            )
+            largest = shard * self.world_size
+            example = self.world_size * 2 ** max(0, shard.bit_length() - 1)
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the training set: {images} images"
+                f"{devices}, so an epoch would have no complete batch to train on. Choose "
+                f"data.batch_size <= {largest}, e.g. data.batch_size={example}."
+            )
+
     def _sampler(self, dataset: Sequence | Dataset, *, train: bool) -> Sampler:
         """Samplers that make the data order a pure function of (seed, epoch, rank).
 
@@ -136,11 +194,15 @@ class ImageDataModule(L.LightningDataModule):
         its place in the epoch. Evaluation shards without padding, so that metrics under DDP
         cover exactly the evaluation set (``DistributedSampler`` would repeat samples to even
         out the shards). Lightning keeps both: it only replaces non-distributed samplers.
-        The training sampler is resnet_lab.data_order's subclass, which skips the batches a
+        The training sampler is resnet_lab.data.order's subclass, which skips the batches a
         resumed epoch already trained on (given the trainer, it reads where Lightning resumes).
         """
         if train:
-            return ResumableDistributedSampler(
+            sampler, extra = ResumableDistributedSampler, {}
+            if self.balanced_sampler:
+                counts = torch.tensor(self.class_counts(), dtype=torch.double)
+                sampler, extra = BalancedDistributedSampler, {"weights": (1.0 / counts.clamp(min=1))[self.train_labels()]}
+            return sampler(
                 dataset,
                 num_replicas=self.world_size,
                 rank=self.rank,
@@ -148,6 +210,7 @@ class ImageDataModule(L.LightningDataModule):
                 seed=self.seed,
                 drop_last=True,
                 trainer=self.trainer,
+                **extra,
             )
         return UnrepeatedDistributedSampler(
             dataset, num_replicas=self.world_size, rank=self.rank, shuffle=False
@@ -156,14 +219,14 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, *, train: bool, stage: str) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create the {stage} set")
-        global_batch = self.batch_size if train else self.eval_batch_size
         return DataLoader(
             dataset,
-            batch_size=per_device_batch_size(global_batch, self.world_size),
+            batch_size=self.per_device_batch(train=train),
             sampler=self._sampler(dataset, train=train),
             drop_last=train,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            # Pinned memory speeds up copies to an accelerator; on the CPU it only warns.
+            pin_memory=self.pin_memory and self.device.type != "cpu",
             persistent_workers=self.num_workers > 0,
         )
 
@@ -199,6 +262,8 @@ class ImageDataModule(L.LightningDataModule):
         images, labels = batch
         if self.may_skip_samples:
             images, labels = self.drop_unreadable(images, labels)
+            if not len(labels):  # nothing decoded: the module skips the batch
+                return images, labels
         if self.trainer is not None and self.trainer.training:
             images = self.train_transform_batch(images)
             images, labels = self.mixer(images, labels)

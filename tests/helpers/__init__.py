@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import torch
@@ -159,3 +160,13 @@ class LogConstant(L.Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         pl_module.log(self.name, self.value)
+def resumed_trainer(*, epoch: int, batches: int, batch_size: int) -> SimpleNamespace:
+    """What ``resnet_lab.data.order.resumed_position`` reads of a Lightning trainer that
+    restored a checkpoint taken after ``batches`` training batches of ``epoch``."""
+    progress = SimpleNamespace(current=SimpleNamespace(processed=batches), is_last_batch=False)
+    fit_loop = SimpleNamespace(
+        is_resuming=True,
+        epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=epoch)),
+        epoch_loop=SimpleNamespace(restarting=True, batch_progress=progress),
+    )
+    return SimpleNamespace(training=True, fit_loop=fit_loop, train_dataloader=SimpleNamespace(batch_size=batch_size))

@@ -137,3 +137,79 @@ def tar_gz(path: Path, members: dict[str, bytes]) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def sample_photos() -> list[np.ndarray]:
+    """scikit-learn's two real photographs (china.jpg, flower.jpg): uint8 (427, 640, 3)."""
+    from sklearn.datasets import load_sample_images
+
+    return [np.asarray(image) for image in load_sample_images().images]
+
+
+def photo_crops(count: int, *, size: tuple[int, int] = (48, 40), seed: int = 0, photo: int | None = None) -> list[np.ndarray]:
+    """``count`` random crops of the real photographs, resized to ``size`` (width, height):
+    uint8 (height, width, 3). ``photo`` picks one of the two; None alternates."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photos = sample_photos()
+    crops = []
+    for i in range(count):
+        source = photos[photo if photo is not None else i % len(photos)]
+        side = int(rng.integers(120, 400))
+        top = int(rng.integers(0, source.shape[0] - side + 1))
+        left = int(rng.integers(0, source.shape[1] - side + 1))
+        crop = Image.fromarray(source[top : top + side, left : left + side]).resize(size, Image.BILINEAR)
+        crops.append(np.asarray(crop))
+    return crops
+
+
+def save_image(path: Path, rgb: np.ndarray, mode: str = "RGB") -> Path:
+    """Save a uint8 (H, W, 3) image in Pillow ``mode`` (RGB, L, RGBA, P, LA, I;16, 1, CMYK) in
+    the format of ``path``'s suffix (JPEG, PNG, WebP, BMP)."""
+    from PIL import Image
+
+    image = Image.fromarray(rgb)
+    if mode == "RGBA":
+        alpha = np.linspace(0, 255, rgb.shape[1], dtype=np.uint8)[None, :].repeat(rgb.shape[0], 0)
+        image = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    elif mode == "I;16":
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)  # 16-bit grey
+    elif mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **({"lossless": True} if path.suffix.lower() == ".webp" else {}))
+    return path
+
+
+# Formats and Pillow modes a folder of your own images may hold (JPEG has no alpha or palette).
+IMAGE_FORMATS = (".jpg", ".png", ".webp", ".bmp")
+IMAGE_MODES = ("RGB", "L", "RGBA", "P", "1", "I;16")
+
+
+def format_mode_pairs() -> list[tuple[str, str]]:
+    return [
+        (suffix, mode)
+        for mode in IMAGE_MODES
+        for suffix in IMAGE_FORMATS
+        if not (suffix == ".jpg" and mode in ("RGBA", "P", "I;16")) and not (mode == "I;16" and suffix != ".png")
+    ]
+
+
+def write_photo_folder(
+    root: Path, *, per_class: int = 6, size: tuple[int, int] = (24, 20), seed: int = 0, offset: int = 0
+) -> Path:
+    """Class folders ``root/<class>/`` of images in every format and mode: ``china`` and
+    ``flower`` hold crops of scikit-learn's two photographs, ``noise`` generated images.
+    ``offset`` shifts the format/mode cycle and the file names (for another split)."""
+    rng = np.random.default_rng(seed)
+    pairs = format_mode_pairs()
+    for label, name in enumerate(("china", "flower", "noise")):
+        if name == "noise":
+            images = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(per_class)]
+        else:
+            images = photo_crops(per_class, size=size, seed=seed + label, photo=label)
+        for i, image in enumerate(images):
+            suffix, mode = pairs[(offset + label * per_class + i) % len(pairs)]
+            save_image(root / name / f"{name}_{offset + i:03d}{suffix}", image, mode)
+    return root
