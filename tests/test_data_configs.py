@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -60,4 +62,6 @@ def test_training_entry_point_on_cifar_files_with_the_device_path_and_cutmix(tmp
         run_dir=run_dir,
     )
     value = train(cfg)
-    assert value is not None and 0.0 <= value <= 1.0
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and "test/acc_top1" in record["metrics"]
+    assert value == pytest.approx(record["best"]["val/acc_top1"])  # the run trained and was tested
