@@ -104,6 +104,10 @@ def test_bad_checkpoints_are_refused_before_anything_is_written(trained, tmp_pat
         ([f"ckpt_path={evil}"], "refused"),
         ([], "ckpt_path is required"),
         ([f"ckpt_path={trained / 'checkpoints' / 'best.ckpt'}", "split=train"], "split='train'"),
+        # Another data set whose images have 1 channel, the model of the run takes 3: the input
+        # channels are named (not a state-dict mismatch of the model), before any directory.
+        ([f"ckpt_path={trained / 'checkpoints' / 'best.ckpt'}", "data=digits"],
+         "the data given (data.in_chans=1) does not fit the model of run"),
     ]
     for overrides, message in cases:
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="evaluate"):
