@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-slow test-all lint format clean
+.PHONY: install train test test-slow test-all gpu-check lint format clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ test-slow: install
 
 test-all: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every GPU path in one command: bench rows, training under each precision with channels_last
+# and compile, the JPEG path with CPU and GPU decoding, Fashion-MNIST ResNet-18 to 94.9 %.
+# Writes outputs/gpu_check/gpu_check.{json,log}. On a GPU machine whose python3 has torch and
+# the wheels of requirements.lock (docs/BENCHMARKS.md, "GPU check"): make gpu-check.
+# DEVICE=cpu runs it at tiny sizes in .venv (CI does, so it keeps working).
+DEVICE ?= cuda
+GPU_CHECK_ARGS ?=
+gpu-check: $(if $(filter cpu,$(DEVICE)),install)
+	$(if $(filter cpu,$(DEVICE)),$(PY),$(PYTHON)) -m resnet_lab.bench.gpu_check --device $(DEVICE) $(GPU_CHECK_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check resnet_lab tests
