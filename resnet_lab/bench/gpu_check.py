@@ -78,7 +78,8 @@ def _train_runs(device: str, tiny: bool, out: Path) -> list[Section]:
                  "data.batch_size=512", "trainer.max_epochs=2"])
         # compile on the CPU costs minutes of C++ builds for a tiny model: it runs on the GPU only.
         compiled = device != "cpu"
-        command = [sys.executable, "-m", "resnet_lab", "data=synthetic", "model=resnet18_cifar", *trainer, *size,
+        model = "model=resnet20" if tiny else "model=resnet18_cifar"
+        command = [sys.executable, "-m", "resnet_lab", "data=synthetic", model, *trainer, *size,
                    f"trainer.precision={precision}", "module.channels_last=true", f"module.compile={str(compiled).lower()}",
                    "logger=csv", "+trainer.enable_progress_bar=false", f"hydra.run.dir={run}"]
         sections.append(Section(f"train_{precision}", command, 600, str(run)))
