@@ -29,7 +29,7 @@ from resnet_lab import resume as resume_module
 from resnet_lab.checkpointing import load_checkpoint_file
 from resnet_lab.config import config_dir
 from resnet_lab.csv_logger import AppendingExperimentWriter
-from resnet_lab.data_order import ResumableDistributedSampler
+from resnet_lab.data.order import ResumableDistributedSampler
 from resnet_lab.train import train
 from tests.helpers import TINY, compose_config, run_cli, run_dirs, tree_digest
 

@@ -1,6 +1,6 @@
 """Section ``data``: the device-resident data path against the torchvision DataLoader path.
 
-The measurement is the data package's own (``resnet_lab.data.bench.benchmark_augmentation``):
+The measurement is ``resnet_lab.bench.augmentation.benchmark_augmentation``:
 both paths turn the same uint8 images into the same augmented float32 batches on the device
 (pad-and-crop, flip, normalize; the same samples in the same order), one with batched tensor
 ops on the device, the other with torchvision transforms per image in DataLoader workers
@@ -27,8 +27,8 @@ def random_images(settings: BenchSettings, count: int) -> tuple[torch.Tensor, to
 
 
 def compare_data_paths(settings: BenchSettings) -> SectionResult:
+    from resnet_lab.bench.augmentation import benchmark_augmentation
     from resnet_lab.data.augment import Normalize, SmallImageAugment
-    from resnet_lab.data.bench import benchmark_augmentation
 
     images, labels = random_images(settings, (settings.warmup + settings.steps) * settings.batch_size)
     normalize = Normalize((0.5,) * settings.in_chans, (0.25,) * settings.in_chans)

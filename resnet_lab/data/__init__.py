@@ -1,7 +1,6 @@
 """Lightning data modules. They know nothing of models."""
 
 from resnet_lab.data.base import ImageDataModule, per_device_batch_size
-from resnet_lab.data.bench import benchmark_augmentation
 from resnet_lab.data.cifar import CifarDataModule
 from resnet_lab.data.digits import DigitsDataModule
 from resnet_lab.data.fashion_mnist import FashionMnistDataModule
@@ -17,6 +16,5 @@ __all__ = [
     "ImageNetSubsetDataModule",
     "InMemoryImageDataModule",
     "SyntheticDataModule",
-    "benchmark_augmentation",
     "per_device_batch_size",
 ]

@@ -20,7 +20,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from resnet_lab.data.mixing import BatchMixer
-from resnet_lab.data_order import ResumableDistributedSampler
+from resnet_lab.data.order import ResumableDistributedSampler
 from resnet_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class ImageDataModule(L.LightningDataModule):
         its place in the epoch. Evaluation shards without padding, so that metrics under DDP
         cover exactly the evaluation set (``DistributedSampler`` would repeat samples to even
         out the shards). Lightning keeps both: it only replaces non-distributed samplers.
-        The training sampler is resnet_lab.data_order's subclass, which skips the batches a
+        The training sampler is resnet_lab.data.order's subclass, which skips the batches a
         resumed epoch already trained on (given the trainer, it reads where Lightning resumes).
         """
         if train:

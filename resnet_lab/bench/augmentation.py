@@ -5,7 +5,9 @@ apply the same ``SmallImageAugment`` (pad + random crop, flip, normalize, option
 random erasing); both deliver float32 batches on ``device``. Only the way differs: batched
 tensor ops on the device, or torchvision transforms per image in DataLoader workers followed
 by the host-to-device copy. The first ``warmup`` batches (worker start-up, allocator) are not
-timed. Run it with ``python -m resnet_lab.data.bench --help``.
+timed. ``python -m resnet_lab.bench --sections data`` runs it on random images of the bench's
+settings; ``python -m resnet_lab.bench.augmentation --help`` also runs it on the real
+Fashion-MNIST files.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def _data(name: str) -> tuple[torch.Tensor, torch.Tensor, Normalize]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m resnet_lab.data.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m resnet_lab.bench.augmentation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="fashion_mnist", help="fashion_mnist (the real files) or random-cifar")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=512)
