@@ -1,0 +1,202 @@
+"""The fast image path: crop geometry against torchvision's, decoding, the device-side finish."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+from scipy import stats
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+from resnet_lab.data.base import UNREADABLE
+from resnet_lab.data.crops import Box, center_crop_box, erase_box, random_resized_crop_box, sample_generator
+from resnet_lab.data.fast_images import BatchFinisher, CropPlan, EpochSeededSampler, FastImageDataset, FileSource
+from resnet_lab.data.jpeg import decode_crop, exif_orientation, jpeg_size, scale_factor
+from tests.helpers.fakes import jpeg_bytes
+
+DRAWS = 4000
+# KS tests on fixed seeds: deterministic, so a threshold this low never flakes, while a wrong
+# distribution (a uniform instead of a log-uniform ratio, a shifted position) gives p ~ 1e-10.
+P_MIN = 1e-3
+
+
+def _photo(height: int = 96, width: int = 128) -> np.ndarray:
+    """A smooth RGB image (JPEG-friendly, unlike noise), different in each quadrant."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1).astype(np.uint8)
+
+
+def _torchvision_boxes(height, width, scale, ratio, n) -> np.ndarray:
+    torch.manual_seed(0)
+    crop = v2.RandomResizedCrop(8, scale=scale, ratio=ratio)
+    image = tv_tensors.Image(torch.zeros(3, height, width, dtype=torch.uint8))
+    params = [crop.make_params([image]) for _ in range(n)]
+    return np.array([(p["top"], p["left"], p["height"], p["width"]) for p in params], dtype=float)
+
+
+def _our_boxes(height, width, scale, ratio, n) -> np.ndarray:
+    return np.array(
+        [random_resized_crop_box(height, width, scale, ratio, sample_generator(0, 0, i)) for i in range(n)], dtype=float
+    )
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "scale"),
+    [(340, 450, (0.08, 1.0)), (340, 450, (0.35, 1.0)), (60, 400, (0.08, 1.0))],  # the last hits the fallback
+)
+def test_crop_scale_ratio_and_position_match_torchvision(height, width, scale):
+    ratio = (3 / 4, 4 / 3)
+    ours, theirs = _our_boxes(height, width, scale, ratio, DRAWS), _torchvision_boxes(height, width, scale, ratio, DRAWS)
+    for name, column in {
+        "area fraction": lambda b: b[:, 2] * b[:, 3] / (height * width),
+        "log aspect ratio": lambda b: np.log(b[:, 3] / b[:, 2]),
+        "centre row": lambda b: (b[:, 0] + b[:, 2] / 2) / height,
+        "centre column": lambda b: (b[:, 1] + b[:, 3] / 2) / width,
+    }.items():
+        p = stats.ks_2samp(column(ours), column(theirs)).pvalue
+        assert p > P_MIN, f"{name}: KS p = {p:.2g}"
+    assert (ours[:, 0] + ours[:, 2] <= height).all() and (ours[:, 1] + ours[:, 3] <= width).all()
+
+
+def test_the_ks_check_sees_a_wrong_ratio_distribution():
+    """The check above has power: a ratio drawn uniformly (not log-uniformly) in [1/2, 2] fails it."""
+    rng = np.random.default_rng(0)
+    wrong = np.log(rng.uniform(0.5, 2.0, DRAWS))
+    theirs = _torchvision_boxes(340, 450, (0.08, 1.0), (0.5, 2.0), DRAWS)
+    assert stats.ks_2samp(wrong, np.log(theirs[:, 3] / theirs[:, 2])).pvalue < P_MIN
+
+
+def test_erase_boxes_match_torchvision():
+    torch.manual_seed(0)
+    erasing = v2.RandomErasing(p=1.0)
+    image = tv_tensors.Image(torch.zeros(3, 32, 32))
+    theirs = np.array([[p["i"], p["j"], p["h"], p["w"]] for p in (erasing.make_params([image]) for _ in range(DRAWS))], dtype=float)
+    ours = np.array([erase_box(32, 32, sample_generator(1, 0, i)) for i in range(DRAWS)], dtype=float)
+    for column in range(4):
+        assert stats.ks_2samp(ours[:, column], theirs[:, column]).pvalue > P_MIN
+
+
+@pytest.mark.parametrize(("height", "width"), [(340, 450), (450, 340), (256, 256), (301, 1000)])
+def test_centre_crop_box_is_resize_then_centre_crop(height, width):
+    """Cropping the box and resizing it gives torchvision's Resize + CenterCrop, up to resampling."""
+    image = torch.from_numpy(_photo(height, width)).permute(2, 0, 1).contiguous()
+    reference = v2.CenterCrop(224)(v2.Resize(256, antialias=True)(image)).float()
+    box = center_crop_box(height, width, 224, 256)
+    crop = image[:, box.top : box.top + box.height, box.left : box.left + box.width]
+    ours = v2.functional.resize(crop, [224, 224], antialias=True).float()
+    assert (ours - reference).abs().mean() < 1.0  # levels of 255, on a smooth image
+
+
+def test_sample_generators_are_a_function_of_seed_epoch_and_index():
+    draw = lambda *key: sample_generator(*key).random()  # noqa: E731
+    assert draw(0, 1, 2) == draw(0, 1, 2)
+    assert len({draw(0, 1, 2), draw(1, 1, 2), draw(0, 2, 2), draw(0, 1, 3), draw(-1, 1, 2)}) == 5
+
+
+def test_decode_crop_is_torchvision_decode_then_crop_and_resize():
+    data = jpeg_bytes(_photo(96, 128))
+    box = Box(10, 20, 50, 70)
+    ours = decode_crop(data, 32, lambda h, w: box)
+    full = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    reference = v2.functional.resized_crop(full, *box, [32, 32], antialias=True).permute(1, 2, 0)
+    assert ours.shape == (32, 32, 3) and ours.dtype == torch.uint8 and ours.is_contiguous()
+    assert (ours.int() - reference.int()).abs().max() <= 1  # the same decoder; resampling rounding only
+
+
+def test_scaled_decoding_when_the_crop_allows_it():
+    assert scale_factor(Box(0, 0, 1800, 2000), 224) == 8
+    assert scale_factor(Box(0, 0, 900, 2000), 224) == 4
+    assert scale_factor(Box(0, 0, 447, 2000), 224) == 1
+    big = jpeg_bytes(np.repeat(np.repeat(_photo(96, 128), 8, 0), 8, 1))  # 768 x 1024
+    full = decode_image(torch.frombuffer(bytearray(big), dtype=torch.uint8)).float()
+    reference = v2.functional.resize(full, [48, 64], antialias=True)
+    ours = decode_crop(big, 48, lambda h, w: Box(0, 0, h, w) if (h, w) == (768, 1024) else None)
+    # A quarter-size decode, then 192 x 256 -> 48 x 48: the whole image, squeezed.
+    squeezed = v2.functional.resize(reference, [48, 48], antialias=True).permute(1, 2, 0)
+    assert (ours.float() - squeezed).abs().mean() < 2.0
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_as_pillow(orientation):
+    image = Image.fromarray(_photo(40, 64))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    data = buffer.getvalue()
+    assert exif_orientation(data) == orientation
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert jpeg_size(data)[:2] == upright.shape[:2]
+    ours = decode_crop(data, 16, lambda h, w: Box(0, 0, 16, 16))
+    assert torch.equal(ours, torch.from_numpy(upright[:16, :16].copy()))
+
+
+def test_png_grayscale_and_broken_files(tmp_path):
+    png = io.BytesIO()
+    Image.fromarray(_photo(40, 40)).save(png, format="PNG")
+    out = decode_crop(png.getvalue(), 40, lambda h, w: Box(0, 0, h, w))
+    assert torch.equal(out, torch.from_numpy(_photo(40, 40)))
+    gray = decode_crop(jpeg_bytes(_photo(40, 40)), 40, lambda h, w: Box(0, 0, h, w), in_chans=1)
+    reference = decode_image(torch.frombuffer(bytearray(jpeg_bytes(_photo(40, 40))), dtype=torch.uint8), mode=ImageReadMode.GRAY)
+    assert gray.shape == (40, 40, 1) and torch.equal(gray, reference.permute(1, 2, 0))
+    files = [tmp_path / "good.jpg", tmp_path / "broken.jpg"]
+    files[0].write_bytes(jpeg_bytes(_photo()))
+    files[1].write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")
+    data = FastImageDataset(FileSource(files), [0, 1], CropPlan(16, 18), train=False)
+    assert data[0][1] == 0 and data[1][1] == UNREADABLE and not data[1][0].any()
+
+
+def test_training_samples_depend_on_seed_epoch_and_index_only(tmp_path):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.jpg")
+        paths[-1].write_bytes(jpeg_bytes(np.roll(_photo(), 7 * i, axis=1)))
+    plan = CropPlan(24, 28, random_erasing=0.5, auto_augment="trivialaugment")
+    data = FastImageDataset(FileSource(paths), [0, 1, 2], plan, train=True, seed=3)
+    torch.manual_seed(123)
+    first = data[(1, 4)]
+    torch.manual_seed(456)  # the global generator plays no part, and is left as it was
+    state = torch.get_rng_state()
+    again = data[(1, 4)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[2], again[2]) and first[1] == 1
+    assert not torch.equal(data[(1, 5)][0], first[0])  # the next epoch draws anew
+    assert first[0].shape == (24, 24, 3) and first[2].shape == (4,)
+
+
+def test_the_sampler_tags_each_index_with_its_epoch():
+    sampler = EpochSeededSampler(range(10), num_replicas=2, rank=1, shuffle=True, seed=0, drop_last=True)
+    sampler.set_epoch(3)
+    pairs = list(sampler)
+    plain = torch.utils.data.DistributedSampler(range(10), num_replicas=2, rank=1, shuffle=True, seed=0, drop_last=True)
+    plain.set_epoch(3)
+    assert pairs == [(index, 3) for index in plain]
+
+
+def test_device_normalization_is_torchvisions_bit_for_bit():
+    images = torch.randint(0, 256, (4, 20, 24, 3), dtype=torch.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    expected = torch.stack([reference(image.permute(2, 0, 1)) for image in images])
+    ours = BatchFinisher(mean, std).normalize(images)
+    assert ours.is_contiguous() and ours.dtype == torch.float32 and torch.equal(ours, expected)
+    nchw = BatchFinisher(mean, std).normalize(images.permute(0, 3, 1, 2).contiguous(), channels_last_input=False)
+    assert torch.equal(nchw, expected)
+
+
+def test_erasing_on_the_device_is_torchvisions_erase_with_zero():
+    images = torch.randn(2, 3, 10, 12)
+    boxes = torch.tensor([[1, 2, 3, 4], [0, 0, 0, 0]])
+    expected = images.clone()
+    expected[0] = v2.functional.erase(images[0], 1, 2, 3, 4, torch.tensor(0.0))
+    assert torch.equal(BatchFinisher.erase(images, boxes), expected)
+
+
+def test_sample_generator_seeds_differ_in_every_component():
+    assert math.isfinite(sample_generator(2**70, -3, 2**40).random())
