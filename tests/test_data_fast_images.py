@@ -15,8 +15,20 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from resnet_lab.data.base import UNREADABLE
-from resnet_lab.data.crops import Box, center_crop_box, erase_box, random_resized_crop_box, sample_generator
-from resnet_lab.data.fast_images import BatchFinisher, CropPlan, EpochSeededSampler, FastImageDataset, FileSource
+from resnet_lab.data.crops import (
+    Box,
+    center_crop_box,
+    erase_box,
+    random_resized_crop_box,
+    sample_generator,
+)
+from resnet_lab.data.fast_images import (
+    BatchFinisher,
+    CropPlan,
+    EpochSeededSampler,
+    FastImageDataset,
+    FileSource,
+)
 from resnet_lab.data.jpeg import decode_crop, exif_orientation, jpeg_size, scale_factor
 from tests.helpers.fakes import jpeg_bytes
 

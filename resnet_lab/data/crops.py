@@ -89,10 +89,11 @@ def center_crop_box(height: int, width: int, image_size: int, resize_size: int) 
     top = int(round((resized_h - image_size) / 2.0))
     left = int(round((resized_w - image_size) / 2.0))
     sy, sx = height / resized_h, width / resized_w
-    t, b = round(top * sy), round((top + image_size) * sy)
-    l, r = round(left * sx), round((left + image_size) * sx)
-    t, l = min(max(t, 0), height - 1), min(max(l, 0), width - 1)
-    return Box(t, l, max(1, min(b, height) - t), max(1, min(r, width) - l))
+    first_row = min(max(round(top * sy), 0), height - 1)
+    first_col = min(max(round(left * sx), 0), width - 1)
+    end_row = min(round((top + image_size) * sy), height)
+    end_col = min(round((left + image_size) * sx), width)
+    return Box(first_row, first_col, max(1, end_row - first_row), max(1, end_col - first_col))
 
 
 def erase_box(height: int, width: int, rng: random.Random) -> Box:
