@@ -41,6 +41,10 @@ def parser() -> argparse.ArgumentParser:
     shape.add_argument("--image-size", type=int, default=DEFAULTS.image_size)
     shape.add_argument("--in-chans", type=int, default=DEFAULTS.in_chans)
     shape.add_argument("--num-classes", type=int, default=DEFAULTS.num_classes)
+    jpeg = p.add_argument_group("jpeg section")
+    jpeg.add_argument("--data-root", default=None, help="an ImageFolder tree of JPEGs (default: one built from scikit-learn's sample photos)")
+    jpeg.add_argument("--jpeg-images", type=int, default=DEFAULTS.jpeg_images, help="images in the tree it builds")
+    jpeg.add_argument("--loader-workers", type=int, default=DEFAULTS.loader_workers, help="worker processes of the throughput measure")
     run = p.add_argument_group("how to run")
     run.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")
     run.add_argument("--precision", default=DEFAULTS.precision,
@@ -92,6 +96,9 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         seed=args.seed,
         deterministic=args.deterministic,
         progress_bar=args.progress_bar,
+        data_root=args.data_root,
+        jpeg_images=args.jpeg_images,
+        loader_workers=args.loader_workers,
     )
 
 

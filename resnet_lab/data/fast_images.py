@@ -3,7 +3,7 @@
 Per sample, in a DataLoader worker (``FastImageDataset``): read the file's bytes, draw the
 crop from the header's size, decode no more than the crop needs, resize the crop on uint8,
 flip, optionally an AutoAugment-family policy on uint8. Batches leave the workers as uint8
-(N, H, W, C), a quarter of the bytes of float32 through inter-process memory and the
+(N, C, H, W), a quarter of the bytes of float32 through inter-process memory and the
 host-to-device copy. On the device (``BatchFinisher``, called from the data module's
 ``on_after_batch_transfer``): float conversion and normalization, computed exactly as
 torchvision's ``ToDtype(float32, scale=True)`` + ``Normalize`` compute them, then random
@@ -27,7 +27,13 @@ import torch
 from torch.utils.data import Dataset
 
 from resnet_lab.data.base import UNREADABLE
-from resnet_lab.data.crops import Box, center_crop_box, erase_box, random_resized_crop_box, sample_generator
+from resnet_lab.data.crops import (
+    Box,
+    center_crop_box,
+    erase_box,
+    random_resized_crop_box,
+    sample_generator,
+)
 from resnet_lab.data.jpeg import DECODE_ERRORS, decode_crop
 from resnet_lab.data.order import ResumableDistributedSampler
 
@@ -75,7 +81,7 @@ class CropPlan:
 
 
 class FastImageDataset(Dataset):
-    """Samples of ``source`` as uint8 (image_size, image_size, in_chans) crops and labels.
+    """Samples of ``source`` as uint8 (in_chans, image_size, image_size) crops and labels.
 
     Indexed by ``index`` (evaluation) or ``(index, epoch)`` (training, from
     ``EpochSeededSampler``). Training samples with random erasing on are
@@ -113,13 +119,13 @@ class FastImageDataset(Dataset):
             image = decode_crop(self.source.read(index), plan.image_size, choose, in_chans=plan.in_chans, fast_dct=plan.fast_dct)
         except DECODE_ERRORS as error:
             log.warning("skipping %s: it does not decode as an image (%s)", self.source.name(index), error)
-            image, label = torch.zeros(plan.image_size, plan.image_size, plan.in_chans, dtype=torch.uint8), UNREADABLE
+            image, label = torch.zeros(plan.in_chans, plan.image_size, plan.image_size, dtype=torch.uint8), UNREADABLE
         if rng is None:
             return image, label
         # The draws after the crop, always in this order, so that a sample's draws do not
         # depend on which options are on before them.
         if plan.flip and rng.random() < 0.5:
-            image = image.flip(1)
+            image = image.flip(-1)
         if self._policy is not None:
             image = self._augment(image, rng.getrandbits(63))
         if not plan.random_erasing:
@@ -133,7 +139,7 @@ class FastImageDataset(Dataset):
         per-sample seed, leaving the process's generator as it was."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self._policy(image.permute(2, 0, 1)).permute(1, 2, 0).contiguous()
+            return self._policy(image)
 
 
 class EpochSeededSampler(ResumableDistributedSampler):
@@ -170,12 +176,10 @@ class BatchFinisher:
             self._constants[device] = (mean, std)
         return self._constants[device]
 
-    def normalize(self, images: torch.Tensor, *, channels_last_input: bool = True) -> torch.Tensor:
-        """uint8 (N, H, W, C) (or (N, C, H, W) with ``channels_last_input=False``) to float32 NCHW."""
-        if channels_last_input:
-            images = images.permute(0, 3, 1, 2)
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) to normalized float32 (N, C, H, W)."""
         mean, std = self._on(images.device)
-        return images.contiguous().to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+        return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
 
     @staticmethod
     def erase(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

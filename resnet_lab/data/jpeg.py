@@ -7,8 +7,8 @@
 2. libjpeg-turbo decodes at 1/2, 1/4 or 1/8 of the size (scaling in the DCT domain) when the
    crop would still be at least ``size`` pixels on each side, so a 4000 x 3000 photo is not
    decoded whole to make a 224 px crop;
-3. the crop is a view of the decoded array; only it is resized (antialiased bilinear, on
-   uint8, in channels-last layout: the fast path of ``torch.nn.functional.interpolate``).
+3. only the crop is resized (antialiased bilinear on uint8, read in channels-last layout:
+   the vectorized path of ``torch.nn.functional.interpolate``).
 
 JPEGs decode with simplejpeg (libjpeg-turbo, the same decoder and the same pixels as
 ``torchvision.io.decode_jpeg``); other formats (PNG, WebP, BMP) and JPEGs it refuses (CMYK)
@@ -151,16 +151,14 @@ def decode_whole(data: bytes, in_chans: int = 3) -> np.ndarray:
 
 
 def resize_crop(array: np.ndarray, box: Box, size: int) -> torch.Tensor:
-    """``array[box]`` resized to (size, size, C) uint8, antialiased bilinear, as a contiguous tensor."""
-    crop = array[box.top : box.top + box.height, box.left : box.left + box.width]
-    if any(stride < 0 for stride in crop.strides):
-        crop = np.ascontiguousarray(crop)
-    crop = torch.from_numpy(crop)
-    if crop.shape[0] == size and crop.shape[1] == size:
-        return crop.contiguous()
-    # (1, C, h, w) with channels-last strides: interpolate's vectorized uint8 path.
-    resized = F.interpolate(crop.permute(2, 0, 1).unsqueeze(0), size=(size, size), mode="bilinear", antialias=True)
-    return resized[0].permute(1, 2, 0).contiguous()
+    """``array[box]`` resized to a contiguous uint8 (C, size, size) tensor, antialiased bilinear."""
+    # A contiguous (h, w, C) copy of the crop (rows of memcpy), seen as (1, C, h, w) in
+    # channels-last layout: interpolate's vectorized uint8 path, which returns NCHW.
+    crop = torch.from_numpy(np.ascontiguousarray(array[box.top : box.top + box.height, box.left : box.left + box.width]))
+    crop = crop.permute(2, 0, 1).unsqueeze(0)
+    if crop.shape[-2:] != (size, size):
+        crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True)
+    return crop[0].contiguous()
 
 
 def decode_crop(
@@ -171,7 +169,7 @@ def decode_crop(
     in_chans: int = 3,
     fast_dct: bool = False,
 ) -> torch.Tensor:
-    """The (size, size, in_chans) uint8 crop of an image file; ``choose_box(height, width)``
+    """The (in_chans, size, size) uint8 crop of an image file; ``choose_box(height, width)``
     picks the box from the upright image's size, before decoding (see the module docstring).
 
     fast_dct: libjpeg-turbo's fast integer IDCT and chroma upsampling (``fastdct``,

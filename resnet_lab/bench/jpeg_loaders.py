@@ -1,0 +1,177 @@
+"""Section ``jpeg``: our JPEG training loader against the ten-line torchvision loader and decode-only.
+
+Three loaders over the same JPEG tree, batch ``--batch-size``, ``--image-size`` crops:
+
+* ``ours``: the fast path as the data modules build it (``resnet_lab.data.fast_images``):
+  header-first crop, scaled decode, crop-then-resize on uint8, flip, uint8 batches; its
+  float conversion and normalization run on the device after the transfer, so not here;
+* ``ten-line``: what a user writes first: ``torchvision.datasets.ImageFolder`` (Pillow) with
+  ``v2.RandomResizedCrop``, ``RandomHorizontalFlip``, ``ToImage``, ``ToDtype(float32,
+  scale=True)``, ``Normalize`` per image in the workers, float32 batches;
+* ``decode-only``: read each file and decode it whole with our decoder, nothing else: the
+  floor of any loader that decodes every image fully.
+
+Two measures, each from blocks alternating between the loaders (``--repeats``):
+
+* CPU cost per delivered sample: one process (``num_workers=0``), one torch thread, CPU time
+  of everything up to the batch handed to the device, as images per CPU-second;
+* throughput of ``--loader-workers`` worker processes: batches/s as they leave the loader
+  (wall clock). Each block starts fresh workers and shuts them down, so that no loader's
+  prefetching runs inside another's block; the warm-up batches absorb the start.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from resnet_lab.bench.results import Measurement, Ratio, SectionResult
+from resnet_lab.bench.settings import BenchSettings
+from resnet_lab.bench.timing import Block
+from resnet_lab.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PHOTO_CROP = (340, 450)  # height, width: about ImageNet's typical training image
+CPU_COST_TARGET = 2.5  # ours / ten-line, images per CPU-second (issue 15)
+THROUGHPUT_TARGET = 2.0  # ours / ten-line, images/s with the workers (issue 15)
+CLASSES = ("china", "flower")  # scikit-learn's two sample photos
+
+
+def write_photo_tree(root: Path, count: int, seed: int = 0) -> Path:
+    """``count`` JPEGs (quality 90) cut from scikit-learn's two sample photos at random places,
+    ~450 x 340 (+-10 %), in ``root/<photo>/``: an ImageFolder tree of real photographs."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        h = min(photo.shape[0], int(PHOTO_CROP[0] * rng.uniform(0.9, 1.1)))
+        w = min(photo.shape[1], int(PHOTO_CROP[1] * rng.uniform(0.9, 1.1)))
+        top, left = rng.integers(0, photo.shape[0] - h + 1), rng.integers(0, photo.shape[1] - w + 1)
+        folder = root / CLASSES[i % len(photos)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo[top : top + h, left : left + w]).save(folder / f"{i:05d}.jpg", quality=90)
+    return root
+
+
+def image_files(root: Path) -> tuple[list[str], list[int]]:
+    """Paths and labels of an ImageFolder tree, as ``ImageFolder`` numbers the classes."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        samples = ImageFolder(str(root)).samples
+    except (FileNotFoundError, OSError) as error:
+        raise ConfigError(f"--data-root {root}: {error}. Give a folder with one sub-folder of JPEGs per class.") from None
+    return [path for path, _ in samples], [label for _, label in samples]
+
+
+class DecodeOnly(Dataset):
+    """Read and decode whole; deliver only the size, so no pixels travel between processes."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        import simplejpeg
+
+        with open(self.paths[index], "rb") as file:
+            return torch.tensor(simplejpeg.decode_jpeg(file.read()).shape)
+
+
+def build_loaders(paths, labels, settings: BenchSettings, workers: int) -> dict[str, DataLoader]:
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    from resnet_lab.data.fast_images import CropPlan, EpochSeededSampler, FastImageDataset, FileSource
+
+    size, batch = settings.image_size, settings.batch_size
+    plan = CropPlan(size, round(size / 0.875))
+    ours = FastImageDataset(FileSource(paths), labels, plan, train=True, seed=settings.seed)
+    sampler = EpochSeededSampler(ours, num_replicas=1, rank=0, shuffle=True, seed=settings.seed, drop_last=True)
+    ten_line = v2.Compose([
+        v2.RandomResizedCrop(size), v2.RandomHorizontalFlip(), v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    root = str(Path(paths[0]).parent.parent)
+    common = {"batch_size": batch, "num_workers": workers, "drop_last": True}
+    return {
+        "ours": DataLoader(ours, sampler=sampler, **common),
+        "ten-line": DataLoader(ImageFolder(root, transform=ten_line), shuffle=True, **common),
+        "decode-only": DataLoader(DecodeOnly(paths), shuffle=True, **common),
+    }
+
+
+def _batches(loader: DataLoader):
+    """Batches without end, epoch after epoch."""
+    epoch = 0
+    while True:
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def time_block(loader: DataLoader, settings: BenchSettings) -> Block:
+    batches = _batches(loader)
+    for _ in range(settings.warmup):
+        next(batches)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(settings.steps):
+        next(batches)
+    block = Block(settings.steps * settings.batch_size, time.perf_counter() - wall, time.process_time() - cpu, None)
+    batches.close()  # shuts this block's workers down before the next loader's block
+    return block
+
+
+def _alternate(loaders: dict[str, DataLoader], settings: BenchSettings, repeat: int, blocks: dict) -> None:
+    names = list(loaders) if repeat % 2 == 0 else list(reversed(loaders))
+    for name in names:
+        blocks[name].append(time_block(loaders[name], settings))
+
+
+def compare_jpeg_loaders(settings: BenchSettings) -> SectionResult:
+    with tempfile.TemporaryDirectory(prefix="resnet_lab_jpeg_") as scratch:
+        root = Path(settings.data_root) if settings.data_root else write_photo_tree(Path(scratch), settings.jpeg_images, settings.seed)
+        paths, labels = image_files(root)
+        if len(paths) < settings.batch_size:
+            raise ConfigError(f"--data-root {root} holds {len(paths)} images, fewer than one batch of {settings.batch_size}.")
+        one_process = build_loaders(paths, labels, settings, workers=0)
+        with_workers = build_loaders(paths, labels, settings, workers=settings.loader_workers)
+        cpu_blocks: dict[str, list[Block]] = {name: [] for name in one_process}
+        worker_blocks: dict[str, list[Block]] = {name: [] for name in with_workers}
+        threads = torch.get_num_threads()
+        for repeat in range(settings.repeats):
+            torch.set_num_threads(1)  # as in a DataLoader worker
+            try:
+                _alternate(one_process, settings, repeat, cpu_blocks)
+            finally:
+                torch.set_num_threads(threads)
+            _alternate(with_workers, settings, repeat, worker_blocks)
+    details = {"images": len(paths), "data_root": settings.data_root or "scikit-learn sample photos, ~450x340 crops, q90"}
+    cpu = {name: Measurement.from_blocks("jpeg", f"{name}, 1 process", blocks, None, **details) for name, blocks in cpu_blocks.items()}
+    workers = {
+        name: Measurement.from_blocks("jpeg", f"{name}, {settings.loader_workers} workers", blocks, None, **details)
+        for name, blocks in worker_blocks.items()
+    }
+    ratios = [
+        Ratio.paired("jpeg", cpu["ours"], cpu["ten-line"], target=CPU_COST_TARGET, basis="cpu_time"),
+        Ratio.paired("jpeg", workers["ours"], workers["ten-line"], target=THROUGHPUT_TARGET),
+        Ratio.paired("jpeg", cpu["ours"], cpu["decode-only"], basis="cpu_time"),
+    ]
+    costs = ", ".join(f"{name} {1000 / m.images_per_cpu_s['median']:.2f}" for name, m in cpu.items())
+    notes = [
+        f"jpeg: CPU cost per delivered sample, ms (median): {costs}",
+        "jpeg: 'ours' delivers uint8 batches; its float conversion and normalization run on the training device",
+    ]
+    return SectionResult(measurements=[*cpu.values(), *workers.values()], ratios=ratios, notes=notes)
