@@ -93,7 +93,12 @@ def build_loaders(paths, labels, settings: BenchSettings, workers: int) -> dict[
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
-    from resnet_lab.data.fast_images import CropPlan, EpochSeededSampler, FastImageDataset, FileSource
+    from resnet_lab.data.fast_images import (
+        CropPlan,
+        EpochSeededSampler,
+        FastImageDataset,
+        FileSource,
+    )
 
     size, batch = settings.image_size, settings.batch_size
     plan = CropPlan(size, round(size / 0.875))
