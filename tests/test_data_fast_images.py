@@ -160,7 +160,7 @@ def test_png_grayscale_and_broken_files(tmp_path):
     files = [tmp_path / "good.jpg", tmp_path / "broken.jpg"]
     files[0].write_bytes(jpeg_bytes(_photo()))
     files[1].write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")
-    data = FastImageDataset(FileSource(files), [0, 1], CropPlan(16, 18), train=False)
+    data = FastImageDataset(FileSource(files, [0, 1]), CropPlan(16, 18), train=False)
     assert data[0][1] == 0 and data[1][1] == UNREADABLE and not data[1][0].any()
 
 
@@ -170,7 +170,7 @@ def test_training_samples_depend_on_seed_epoch_and_index_only(tmp_path):
         paths.append(tmp_path / f"{i}.jpg")
         paths[-1].write_bytes(jpeg_bytes(np.roll(_photo(), 7 * i, axis=1)))
     plan = CropPlan(24, 28, random_erasing=0.5, auto_augment="trivialaugment")
-    data = FastImageDataset(FileSource(paths), [0, 1, 2], plan, train=True, seed=3)
+    data = FastImageDataset(FileSource(paths, [0, 1, 2]), plan, train=True, seed=3)
     torch.manual_seed(123)
     first = data[(1, 4)]
     torch.manual_seed(456)  # the global generator plays no part, and is left as it was

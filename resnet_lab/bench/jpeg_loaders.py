@@ -102,7 +102,7 @@ def build_loaders(paths, labels, settings: BenchSettings, workers: int) -> dict[
 
     size, batch = settings.image_size, settings.batch_size
     plan = CropPlan(size, round(size / 0.875))
-    ours = FastImageDataset(FileSource(paths), labels, plan, train=True, seed=settings.seed)
+    ours = FastImageDataset(FileSource(paths, labels), plan, train=True, seed=settings.seed)
     sampler = EpochSeededSampler(ours, num_replicas=1, rank=0, shuffle=True, seed=settings.seed, drop_last=True)
     ten_line = v2.Compose([
         v2.RandomResizedCrop(size), v2.RandomHorizontalFlip(), v2.ToImage(),

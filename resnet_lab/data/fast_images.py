@@ -41,11 +41,17 @@ log = logging.getLogger(__name__)
 
 
 class FileSource:
-    """The bytes of image files, by index. Paths are held as one NumPy bytes array, which
-    fork-started workers share without copy-on-write faults from reference counts."""
+    """Labelled image files, by index: ``read(index)`` gives the file's bytes and its label.
 
-    def __init__(self, paths: Sequence[str]) -> None:
+    Paths are held as one NumPy bytes array, which fork-started workers share without
+    copy-on-write faults from reference counts.
+    """
+
+    def __init__(self, paths: Sequence[str], labels: Sequence[int]) -> None:
         self.paths = np.array([str(path).encode() for path in paths], dtype=np.bytes_)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -53,9 +59,9 @@ class FileSource:
     def name(self, index: int) -> str:
         return self.paths[index].decode()
 
-    def read(self, index: int) -> bytes:
+    def read(self, index: int) -> tuple[bytes, int]:
         with open(self.paths[index], "rb") as file:
-            return file.read()
+            return file.read(), int(self.labels[index])
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,8 @@ class CropPlan:
 
 
 class FastImageDataset(Dataset):
-    """Samples of ``source`` as uint8 (in_chans, image_size, image_size) crops and labels.
+    """Samples of ``source`` (``FileSource``, ``ShardSource``) as uint8 (in_chans, image_size,
+    image_size) crops and labels.
 
     Indexed by ``index`` (evaluation) or ``(index, epoch)`` (training, from
     ``EpochSeededSampler``). Training samples with random erasing on are
@@ -89,9 +96,8 @@ class FastImageDataset(Dataset):
     no erasing. A file that does not decode yields a black image and ``UNREADABLE``.
     """
 
-    def __init__(self, source, labels: Sequence[int], plan: CropPlan, *, train: bool, seed: int = 0) -> None:
+    def __init__(self, source, plan: CropPlan, *, train: bool, seed: int = 0) -> None:
         self.source = source
-        self.labels = np.asarray(labels, dtype=np.int64)
         self.plan = plan
         self.train = train
         self.seed = seed
@@ -102,7 +108,7 @@ class FastImageDataset(Dataset):
             self._policy = auto_augment_transform(plan.auto_augment, dataset_policy="imagenet")
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.source)
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -114,23 +120,23 @@ class FastImageDataset(Dataset):
         else:
             def choose(height: int, width: int) -> Box:
                 return random_resized_crop_box(height, width, plan.scale, plan.ratio, rng)
-        label = int(self.labels[index])
         try:
-            image = decode_crop(self.source.read(index), plan.image_size, choose, in_chans=plan.in_chans, fast_dct=plan.fast_dct)
+            data, label = self.source.read(index)
+            image = decode_crop(data, plan.image_size, choose, in_chans=plan.in_chans, fast_dct=plan.fast_dct)
         except DECODE_ERRORS as error:
             log.warning("skipping %s: it does not decode as an image (%s)", self.source.name(index), error)
             image, label = torch.zeros(plan.in_chans, plan.image_size, plan.image_size, dtype=torch.uint8), UNREADABLE
         if rng is None:
             return image, label
-        # The draws after the crop, always in this order, so that a sample's draws do not
-        # depend on which options are on before them.
-        if plan.flip and rng.random() < 0.5:
+        # Every draw is made whether its option is on or not, so that turning one on leaves
+        # the others' draws as they were.
+        flip, policy_seed, erase = rng.random() < 0.5, rng.getrandbits(63), rng.random() < plan.random_erasing
+        if plan.flip and flip:
             image = image.flip(-1)
         if self._policy is not None:
-            image = self._augment(image, rng.getrandbits(63))
+            image = self._augment(image, policy_seed)
         if not plan.random_erasing:
             return image, label
-        erase = rng.random() < plan.random_erasing
         box = erase_box(plan.image_size, plan.image_size, rng) if erase else Box(0, 0, 0, 0)
         return image, label, torch.tensor(box, dtype=torch.int64)
 
