@@ -144,6 +144,8 @@ def evaluate_network(net, loader, datamodule, num_classes: int, device, autocast
         batch = datamodule.on_before_batch_transfer(batch, 0)
         batch = tuple(part.to(device) for part in batch)
         images, targets = datamodule.on_after_batch_transfer(batch, 0)
+        if not len(images):  # every image of the batch failed to decode
+            continue
         labels = ImageClassifier._hard_labels(targets)
         with amp:
             logits = net(images)

@@ -127,8 +127,12 @@ class ImageClassifier(L.LightningModule):
     def _hard_labels(targets: torch.Tensor) -> torch.Tensor:
         return targets.argmax(dim=1) if targets.ndim == 2 else targets
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         images, targets = batch
+        if not len(images):
+            # No image of this batch decoded (the data module dropped them all): no step.
+            # Under DDP every rank must reduce gradients, so this one contributes zeros.
+            return self(images).sum() if self.trainer.world_size > 1 else None
         logits = self(images)
         loss = self._loss(logits, targets)
         self.train_metrics.update(logits.detach(), self._hard_labels(targets))
@@ -142,6 +146,8 @@ class ImageClassifier(L.LightningModule):
 
     def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric, stage: str) -> None:
         images, targets = batch
+        if not len(images):  # every image of the batch failed to decode
+            return
         logits = self(images)
         loss_metric.update(self._loss(logits, targets), weight=images.shape[0])
         metrics.update(logits, self._hard_labels(targets))

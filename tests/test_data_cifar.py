@@ -134,6 +134,15 @@ def test_truncated_batch_file(on_disk):
         make(on_disk).setup()
 
 
+def test_corrupt_batch_file_with_download_off_is_named_by_prepare_data(on_disk):
+    """Lightning calls prepare_data first: it must name the damaged file, not a missing archive."""
+    path = on_disk / "cifar-10-batches-py" / "data_batch_4"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"data_batch_4 is corrupt or incomplete: its MD5 is .*Delete .*cifar-10-batches-py and set data.download=true") as error:
+        make(on_disk).prepare_data()
+    assert "tar.gz" not in str(error.value).split("Delete")[0]
+
+
 def test_tampered_batch_file(on_disk):
     path = on_disk / "cifar-10-batches-py" / "test_batch"
     data = bytearray(path.read_bytes())

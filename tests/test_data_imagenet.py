@@ -206,7 +206,9 @@ def test_non_image_file_in_a_class_folder(tmp_path):
         ({"release": "imagenette3"}, "not an Imagenette release"),
         ({"in_chans": 1}, "in_chans must be 3"),
         ({"eval_resize_size": 16}, "smaller than data.image_size"),
-        ({"min_scale": 0.0}, "min_scale is a fraction"),
+        ({"scale": (0.0, 1.0)}, r"data.scale=\[0.0, 1.0\] must satisfy 0.0 < min <= max <= 1.0"),
+        ({"ratio": (2.0, 1.0)}, r"data.ratio=\[2.0, 1.0\] must satisfy"),
+        ({"auto_augment": "cutmix"}, "data.auto_augment='cutmix' is not a policy"),
     ],
 )
 def test_bad_config_values(tmp_path, options, message):
@@ -217,3 +219,10 @@ def test_bad_config_values(tmp_path, options, message):
 def test_more_classes_than_the_tree_has(tree):
     with pytest.raises(DataError, match="has 11 class folders, fewer than data.num_classes=20"):
         make(tree, subset=None, num_classes=20).setup()
+
+
+def test_configs_saved_before_scale_and_auto_augment_still_build(tree):
+    """A run directory from before the keys were renamed resumes with its own config."""
+    data = make(tree, min_scale=0.35, trivial_augment=True)
+    assert data.transforms.scale == (0.35, 1.0) and data.transforms.auto_augment == "trivialaugment"
+    assert any(type(step).__name__ == "TrivialAugmentWide" for step in data.transforms.train().transforms)

@@ -157,6 +157,8 @@ class EMA(EMAWeightAveraging):
         if not self._ready or self._average_model is None or trainer.sanity_checking:
             return
         images, targets = batch
+        if not len(images):  # every image of the batch failed to decode
+            return
         average = self._average_model.module
         average.eval()
         with torch.no_grad(), trainer.precision_plugin.forward_context():

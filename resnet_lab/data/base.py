@@ -48,8 +48,8 @@ def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
 class ImageDataModule(L.LightningDataModule):
     """Base class: holds the dataset description and builds the three loaders.
 
-    Subclasses set ``self.train_set``, ``self.val_set`` and ``self.test_set`` in ``setup``
-    and may override ``train_transform_batch`` to augment whole training batches after they
+    Subclasses set ``self.train_set``, ``self.val_set`` and ``self.test_set`` in
+    ``build_sets``, which ``setup`` calls once, and may override ``train_transform_batch`` to augment whole training batches after they
     reach the device. MixUp / CutMix (``mixup_alpha``, ``cutmix_alpha``, ``mix_prob``,
     ``cutmix_prob``; see ``BatchMixer``) run after it, on every data set.
     """
@@ -128,6 +128,14 @@ class ImageDataModule(L.LightningDataModule):
             return self.trainer.strategy.root_device
         return torch.device("cpu")
 
+    def build_sets(self) -> None:
+        """Create ``train_set``, ``val_set`` and ``test_set``, checking the data on the way."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.build_sets()
+
     def _sampler(self, dataset: Sequence | Dataset, *, train: bool) -> Sampler:
         """Samplers that make the data order a pure function of (seed, epoch, rank).
 
@@ -199,6 +207,8 @@ class ImageDataModule(L.LightningDataModule):
         images, labels = batch
         if self.may_skip_samples:
             images, labels = self.drop_unreadable(images, labels)
+            if not len(labels):  # nothing decoded: the module skips the batch
+                return images, labels
         if self.trainer is not None and self.trainer.training:
             images = self.train_transform_batch(images)
             images, labels = self.mixer(images, labels)

@@ -201,6 +201,10 @@ class CifarDataModule(InMemoryImageDataModule):
         """Extract the archive (downloading it if allowed) unless every batch file is intact."""
         if all(check_integrity(path, md5) for path, md5 in self._files()):
             return
+        if not self.download and not (self.root / self.release.archive.filename).is_file():
+            # The files are there (the constructor checked) but one does not match its
+            # checksum, and there is no archive to extract again: name that file.
+            self._verify_files()
         archive = fetch(self.release.archive, self.root, download=self.download)
         extract_tar(archive, self.root)
         self._verify_files()

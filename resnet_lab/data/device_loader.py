@@ -7,8 +7,9 @@ waits for CPU workers.
 The order of the samples is a ``DistributedSampler``'s (the same as the DataLoader path's):
 a function of (seed, epoch, rank), each rank a disjoint shard, reshuffled each epoch when
 Lightning calls ``sampler.set_epoch``. The augmentation of batch ``b`` draws from a generator
-seeded with (seed, epoch, rank, b), so a run is reproducible and a run resumed by skipping the
-first k batches of an epoch sees the same remaining batches, augmentation included.
+seeded with (seed, epoch, rank, b), so a run is reproducible, and a run resumed after k batches
+of an epoch (the sampler skips them, ``resnet_lab.data.order``) sees the same remaining
+batches, augmentation included.
 """
 
 from __future__ import annotations
@@ -67,20 +68,28 @@ class DeviceResidentLoader:
         return self.images.device
 
     def __len__(self) -> int:
-        count = len(self.sampler)
-        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+        """Batches in the epoch. In a resumed epoch Lightning counts from the restored batch
+        up to this (as it does for a DataLoader over the same sampler), so it stays the whole
+        epoch's length while the iterator yields only the remaining batches."""
+        return self._batches(len(self.sampler))
+
+    def _batches(self, samples: int) -> int:
+        return samples // self.batch_size if self.drop_last else math.ceil(samples / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # One Python list of at most N indices per epoch (a few ms for 50,000); no per-sample work.
+        # A resumed epoch's sampler leaves out the batches already trained on (start_index
+        # indices); the batches that remain keep their numbers, and so their augmentation.
         order = torch.as_tensor(list(self.sampler), dtype=torch.long, device=self.device)
+        first = getattr(self.sampler, "start_index", 0) // self.batch_size
         generator = torch.Generator(device=self.device) if self.augment is not None else None
         seed, epoch, rank = self.sampler.seed, self.sampler.epoch, self.sampler.rank
-        for batch in range(len(self)):
-            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        for position in range(self._batches(len(order))):
+            index = order[position * self.batch_size : (position + 1) * self.batch_size]
             images = self.images.index_select(0, index)
             if generator is None:
                 images = self.normalize(images)
             else:
-                generator.manual_seed(batch_seed(seed, epoch, rank, batch))
+                generator.manual_seed(batch_seed(seed, epoch, rank, first + position))
                 images = self.augment.apply_batch(images, self.normalize, generator=generator)
             yield images, self.labels.index_select(0, index)

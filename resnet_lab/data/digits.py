@@ -54,9 +54,7 @@ class DigitsDataModule(ImageDataModule):
         self.max_shift = max_shift
         self.split_seed = split_seed
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def build_sets(self) -> None:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 

@@ -7,32 +7,24 @@ whole in ``setup`` (missing split folders, unknown wnids, empty class folders, f
 not images) so that bad input fails before the first step; an image that does not decode
 mid-epoch is skipped, counted and logged instead.
 
-Images decode in DataLoader worker processes (``num_workers``) with torchvision's decoders.
+Images decode in DataLoader worker processes (``num_workers``); decoding, the transforms and
+their knobs are shared with the folder data module (``resnet_lab.data.image_files``).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms import v2
-
 from resnet_lab.data.archives import RemoteFile, extract_tar, fetch
-from resnet_lab.data.base import UNREADABLE, ImageDataModule
+from resnet_lab.data.image_files import (
+    ImageFileDataModule,
+    class_folder_names,
+    random_holdout,
+    scan_class_folders,
+)
 from resnet_lab.data.imagenet_classes import class_name, resolve_subset
 from resnet_lab.errors import ConfigError, DataError
 
-log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# What torchvision's decode_image reads; any other file in a class folder is an error.
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp")
 # fast.ai's Imagenette archives, as torchvision.datasets.Imagenette lists them.
 IMAGENETTE_RELEASES: dict[str, RemoteFile] = {
     "imagenette2": RemoteFile(
@@ -47,79 +39,25 @@ IMAGENETTE_RELEASES: dict[str, RemoteFile] = {
 }
 
 
-class ImageFileDataset(Dataset):
-    """(path, label) samples decoded to RGB uint8 tensors, then ``transform``ed.
-
-    A file that does not decode yields a blank image and the label UNREADABLE, which the data
-    module drops from the batch (and counts) after the transfer; the file is named in the log.
-    """
-
-    def __init__(self, paths: list[str], labels: list[int], transform, image_size: int) -> None:
-        # NumPy arrays rather than lists of Python objects: fork-started workers then share
-        # them without copy-on-write page faults from reference counting. UTF-8 bytes, not
-        # NumPy's 4-byte-per-character str: 1.28 M ImageNet paths take ~0.1 GB, not ~0.5 GB.
-        self.paths = np.array([path.encode() for path in paths], dtype=np.bytes_)
-        self.labels = np.array(labels, dtype=np.int64)
-        self.transform = transform
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        path = self.paths[index].decode()
-        try:
-            image = decode_image(read_file(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError, ValueError) as error:
-            log.warning("skipping %s: it does not decode as an image (%s)", path, error)
-            return torch.zeros(3, self.image_size, self.image_size), UNREADABLE
-        return self.transform(image), int(self.labels[index])
-
-
-def _list_class_folder(folder: Path) -> list[str]:
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except FileNotFoundError:
-        return []
-    files = []
-    for entry in entries:
-        if entry.name.startswith("."):  # .DS_Store and other hidden files
-            continue
-        if not entry.is_file() or not entry.name.lower().endswith(IMAGE_SUFFIXES):
-            raise DataError(
-                f"{entry.path} is not an image file ({', '.join(IMAGE_SUFFIXES)}). A class folder "
-                "may hold only images: move it out of the tree."
-            )
-        files.append(entry.path)
-    return files
-
-
 def scan_tree(tree: Path, wnids: tuple[str, ...], *, listed_in: str) -> dict[str, tuple[list[str], list[int]]]:
     """{split: (paths, labels)} of ``tree``'s train and val images of ``wnids``, fully checked."""
-    samples = {}
-    for split in ("train", "val"):
-        paths: list[str] = []
-        labels: list[int] = []
-        for label, wnid in enumerate(wnids):
-            folder = tree / split / wnid
-            if not folder.is_dir():
-                raise DataError(
-                    f"unknown wnid {wnid} in {listed_in}: {folder} does not exist. Remove it from "
-                    f"the list, or add its images to {tree / 'train'} and {tree / 'val'}."
-                )
-            files = _list_class_folder(folder)
-            if not files:
-                raise DataError(
-                    f"{folder} holds no images. Add the images of class {wnid} or drop the class "
-                    "from the subset."
-                )
-            paths += files
-            labels += [label] * len(files)
-        samples[split] = (paths, labels)
-    return samples
+    return {
+        split: scan_class_folders(
+            tree / split,
+            wnids,
+            missing=lambda folder, wnid: (
+                f"unknown wnid {wnid} in {listed_in}: {folder} does not exist. Remove it from "
+                f"the list, or add its images to {tree / 'train'} and {tree / 'val'}."
+            ),
+            empty=lambda folder, wnid: (
+                f"{folder} holds no images. Add the images of class {wnid} or drop the class from the subset."
+            ),
+        )
+        for split in ("train", "val")
+    }
 
 
-class ImageNetSubsetDataModule(ImageDataModule):
+class ImageNetSubsetDataModule(ImageFileDataModule):
     """An ImageNet-style tree restricted to ``subset``, or an Imagenette release.
 
     root: the folder that holds ``train/`` and ``val/`` (with ``release``: the folder the
@@ -129,18 +67,11 @@ class ImageNetSubsetDataModule(ImageDataModule):
         ``num_classes`` must equal the subset's size.
     release: an Imagenette release (``imagenette2``, ``imagenette2-320``, ``imagenette2-160``)
         to download when ``download`` is set.
-    image_size: side of the training crop (RandomResizedCrop) and of the evaluation centre crop.
-    eval_resize_size: side the shorter edge is resized to before the centre crop; None:
-        ``image_size / 0.875`` (ResNet's 224-of-256 ratio).
-    min_scale: smallest fraction of the image area a training crop covers (0.08 in Inception
-        and torchvision's ImageNet recipe; fast.ai use 0.35 for Imagenette).
-    trivial_augment: apply TrivialAugmentWide after crop and flip.
-    random_erasing: probability of random erasing per training image (0: off).
     val_size: training images held out for validation with ``split_seed``; 0: validate on
         ``val/``. The test set is always ``val/``.
+    The transform knobs (``image_size``, ``scale``, ``ratio``, ``auto_augment``, ...) are
+    ``ImageFileDataModule``'s.
     """
-
-    may_skip_samples = True
 
     def __init__(
         self,
@@ -151,15 +82,8 @@ class ImageNetSubsetDataModule(ImageDataModule):
         release: str | None = None,
         download: bool = False,
         in_chans: int = 3,
-        image_size: int = 224,
-        eval_resize_size: int | None = None,
-        min_scale: float = 0.08,
-        trivial_augment: bool = False,
-        random_erasing: float = 0.0,
         val_size: int = 0,
         split_seed: int = 0,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
         **options,
     ) -> None:
         wnids, listed_in = resolve_subset(subset)
@@ -175,16 +99,16 @@ class ImageNetSubsetDataModule(ImageDataModule):
                 f"data.release={release!r} is not an Imagenette release; choose one of "
                 f"{', '.join(IMAGENETTE_RELEASES)} or null."
             )
-        if not 0.0 < min_scale <= 1.0:
-            raise ConfigError(f"data.min_scale is a fraction of the image area in (0, 1], got {min_scale}.")
-        if not 0.0 <= random_erasing <= 1.0:
-            raise ConfigError(f"data.random_erasing is a probability in [0, 1], got {random_erasing}.")
         if not isinstance(val_size, int) or val_size < 0:
             raise ConfigError(f"data.val_size must be an integer >= 0 (0: validate on val/), got {val_size!r}.")
+        # Run directories saved before scale and auto_augment named them so; they still resume.
+        if "min_scale" in options:
+            options["scale"] = (options.pop("min_scale"), 1.0)
+        if options.pop("trivial_augment", False):
+            options["auto_augment"] = "trivialaugment"
         super().__init__(
             num_classes=num_classes,
             in_chans=in_chans,
-            image_size=image_size,
             classes=[class_name(wnid) for wnid in sorted(wnids)] if wnids else None,
             **options,
         )
@@ -193,18 +117,8 @@ class ImageNetSubsetDataModule(ImageDataModule):
         self.download = download
         self.wnids = tuple(sorted(wnids)) if wnids else None
         self.listed_in = listed_in
-        self.eval_resize_size = eval_resize_size or round(image_size / 0.875)
-        if self.eval_resize_size < image_size:
-            raise ConfigError(
-                f"data.eval_resize_size={eval_resize_size} is smaller than data.image_size={image_size}; "
-                "the centre crop must fit in the resized image."
-            )
-        self.min_scale = min_scale
-        self.trivial_augment = trivial_augment
-        self.random_erasing = random_erasing
         self.val_size = val_size
         self.split_seed = split_seed
-        self.mean, self.std = tuple(mean), tuple(std)
 
     @property
     def tree(self) -> Path:
@@ -216,28 +130,6 @@ class ImageNetSubsetDataModule(ImageDataModule):
             return
         archive = fetch(IMAGENETTE_RELEASES[self.release], self.root, download=self.download)
         extract_tar(archive, self.root)
-
-    def train_transform(self) -> v2.Compose:
-        steps = [
-            v2.RandomResizedCrop(self.image_size, scale=(self.min_scale, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-        ]
-        if self.trivial_augment:
-            steps.append(v2.TrivialAugmentWide())
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
-        if self.random_erasing:
-            steps.append(v2.RandomErasing(p=self.random_erasing))
-        return v2.Compose(steps)
-
-    def eval_transform(self) -> v2.Compose:
-        return v2.Compose(
-            [
-                v2.Resize(self.eval_resize_size, antialias=True),
-                v2.CenterCrop(self.image_size),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(self.mean, self.std),
-            ]
-        )
 
     def _class_folders(self) -> tuple[str, ...]:
         for split in ("train", "val"):
@@ -254,7 +146,7 @@ class ImageNetSubsetDataModule(ImageDataModule):
                 )
         if self.wnids is not None:
             return self.wnids
-        folders = sorted(entry.name for entry in os.scandir(self.tree / "train") if entry.is_dir())
+        folders = class_folder_names(self.tree / "train")
         if len(folders) < self.num_classes:
             raise DataError(
                 f"{self.tree / 'train'} has {len(folders)} class folders, fewer than "
@@ -262,9 +154,7 @@ class ImageNetSubsetDataModule(ImageDataModule):
             )
         return tuple(folders[: self.num_classes])
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def build_sets(self) -> None:
         wnids = self._class_folders()
         self.wnids = wnids
         self.classes = [class_name(wnid) for wnid in wnids]
@@ -275,17 +165,11 @@ class ImageNetSubsetDataModule(ImageDataModule):
                 f"data.val_size={self.val_size} must be smaller than the {len(paths)} training "
                 f"images of {self.tree / 'train'} in this subset."
             )
-        permutation = torch.randperm(len(paths), generator=torch.Generator().manual_seed(self.split_seed))
-        val_index = sorted(permutation[: self.val_size].tolist())
-        train_index = sorted(permutation[self.val_size :].tolist())
+        train_index, val_index = random_holdout(len(paths), self.val_size, self.split_seed)
 
-        def dataset(index, source, transform) -> ImageFileDataset:
-            return ImageFileDataset(
-                [source[0][i] for i in index], [source[1][i] for i in index], transform, self.image_size
-            )
+        def pick(index: list[int], *, train: bool):
+            return self.image_dataset([paths[i] for i in index], [labels[i] for i in index], train=train)
 
-        train_transform, eval_transform = self.train_transform(), self.eval_transform()
-        self.train_set = dataset(train_index, samples["train"], train_transform)
-        test_paths, test_labels = samples["val"]
-        self.test_set = ImageFileDataset(test_paths, test_labels, eval_transform, self.image_size)
-        self.val_set = dataset(val_index, samples["train"], eval_transform) if self.val_size else self.test_set
+        self.train_set = pick(train_index, train=True)
+        self.test_set = self.image_dataset(*samples["val"], train=False)
+        self.val_set = pick(val_index, train=False) if self.val_size else self.test_set

@@ -125,9 +125,7 @@ class InMemoryImageDataModule(ImageDataModule):
         """uint8 (N, C, H, W) images and int64 (N,) labels of the training or the test set."""
         raise NotImplementedError
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.arrays:
-            return
+    def build_sets(self) -> None:
         train_images, train_labels = self.load_split(train=True)
         test_images, test_labels = self.load_split(train=False)
         shape = (self.in_chans, self.image_size, self.image_size)

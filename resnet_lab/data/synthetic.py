@@ -52,7 +52,7 @@ class SyntheticDataModule(ImageDataModule):
         self.noise = noise
         self.seed = seed
 
-    def setup(self, stage: str | None = None) -> None:
+    def build_sets(self) -> None:
         shape = dict(num_classes=self.num_classes, in_chans=self.in_chans, image_size=self.image_size)
         self.train_set, self.val_set, self.test_set = (
             make_synthetic(self.sizes[split], **shape, noise=self.noise, seed=self.seed + offset)

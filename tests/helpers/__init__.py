@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -84,3 +85,15 @@ class Evil:
 
     def __reduce__(self):
         return os.system, (self.command,)
+
+
+def resumed_trainer(*, epoch: int, batches: int, batch_size: int) -> SimpleNamespace:
+    """What ``resnet_lab.data.order.resumed_position`` reads of a Lightning trainer that
+    restored a checkpoint taken after ``batches`` training batches of ``epoch``."""
+    progress = SimpleNamespace(current=SimpleNamespace(processed=batches), is_last_batch=False)
+    fit_loop = SimpleNamespace(
+        is_resuming=True,
+        epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=epoch)),
+        epoch_loop=SimpleNamespace(restarting=True, batch_progress=progress),
+    )
+    return SimpleNamespace(training=True, fit_loop=fit_loop, train_dataloader=SimpleNamespace(batch_size=batch_size))

@@ -137,3 +137,46 @@ def tar_gz(path: Path, members: dict[str, bytes]) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def sample_photos() -> list[np.ndarray]:
+    """scikit-learn's two real photographs (china.jpg, flower.jpg): uint8 (427, 640, 3)."""
+    from sklearn.datasets import load_sample_images
+
+    return [np.asarray(image) for image in load_sample_images().images]
+
+
+def photo_crops(count: int, *, size: tuple[int, int] = (48, 40), seed: int = 0, photo: int | None = None) -> list[np.ndarray]:
+    """``count`` random crops of the real photographs, resized to ``size`` (width, height):
+    uint8 (height, width, 3). ``photo`` picks one of the two; None alternates."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photos = sample_photos()
+    crops = []
+    for i in range(count):
+        source = photos[photo if photo is not None else i % len(photos)]
+        side = int(rng.integers(120, 400))
+        top = int(rng.integers(0, source.shape[0] - side + 1))
+        left = int(rng.integers(0, source.shape[1] - side + 1))
+        crop = Image.fromarray(source[top : top + side, left : left + side]).resize(size, Image.BILINEAR)
+        crops.append(np.asarray(crop))
+    return crops
+
+
+def save_image(path: Path, rgb: np.ndarray, mode: str = "RGB") -> Path:
+    """Save a uint8 (H, W, 3) image in Pillow ``mode`` (RGB, L, RGBA, P, LA, I;16, 1, CMYK) in
+    the format of ``path``'s suffix (JPEG, PNG, WebP, BMP)."""
+    from PIL import Image
+
+    image = Image.fromarray(rgb)
+    if mode == "RGBA":
+        alpha = np.linspace(0, 255, rgb.shape[1], dtype=np.uint8)[None, :].repeat(rgb.shape[0], 0)
+        image = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    elif mode == "I;16":
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)  # 16-bit grey
+    elif mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **({"lossless": True} if path.suffix.lower() == ".webp" else {}))
+    return path
