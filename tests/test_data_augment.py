@@ -3,7 +3,6 @@ MixUp / CutMix targets, and what Lightning does with the device-resident loader.
 
 from __future__ import annotations
 
-
 import lightning as L
 import numpy as np
 import pytest

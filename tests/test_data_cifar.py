@@ -102,7 +102,8 @@ def test_validation_split_is_fixed_by_split_seed_not_run_seed(on_disk):
 def test_cifar100_reads_fine_labels(tmp_path, monkeypatch):
     release = write_cifar(tmp_path, "cifar100", train_per_file=100, test_size=30, archive=False)
     monkeypatch.setitem(CIFAR_RELEASES, "cifar100", release)
-    data = CifarDataModule(release="cifar100", root=tmp_path, num_classes=100, download=False, val_size=10)
+    data = CifarDataModule(release="cifar100", root=tmp_path, num_classes=100, download=False, val_size=10,
+                           batch_size=32)
     data.setup()
     assert data.arrays["train"][1].max() >= 10  # fine labels go up to 99
     assert data.classes == list(CIFAR100_CLASSES)

@@ -69,7 +69,7 @@ def test_first_n_classes(tree):
 def test_subset_from_a_file(tree, tmp_path):
     listing = tmp_path / "classes.txt"
     listing.write_text(f"# two classes\n{IMAGENETTE[5]}\n\n{IMAGENETTE[2]}  # cassette player\n")
-    data = make(tree, subset=str(listing), num_classes=2)
+    data = make(tree, subset=str(listing), num_classes=2, batch_size=4)
     data.setup()
     assert data.wnids == tuple(sorted((IMAGENETTE[5], IMAGENETTE[2])))
     assert data.classes == ["cassette player", "French horn"]

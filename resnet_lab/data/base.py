@@ -30,17 +30,18 @@ log = logging.getLogger(__name__)
 UNREADABLE = -1
 
 
-def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
-    """Split a global batch over ``world_size`` devices, refusing a split that is not exact."""
+def per_device_batch_size(global_batch_size: int, world_size: int, *, key: str = "data.batch_size") -> int:
+    """Split a global batch over ``world_size`` devices, refusing a split that is not exact.
+
+    key: the config key that holds ``global_batch_size``, for the message.
+    """
     if global_batch_size <= 0:
-        raise ConfigError(
-            f"data.batch_size must be a positive integer, got {global_batch_size}."
-        )
+        raise ConfigError(f"{key} must be a positive integer, got {global_batch_size}.")
     if global_batch_size % world_size:
         raise ConfigError(
-            f"data.batch_size={global_batch_size} is the global batch and must divide evenly "
+            f"{key}={global_batch_size} is the global batch and must divide evenly "
             f"over {world_size} devices (trainer.devices x trainer.num_nodes); choose a "
-            f"multiple of {world_size}, e.g. {global_batch_size // world_size * world_size or world_size}."
+            f"multiple of {world_size}, e.g. {key}={global_batch_size // world_size * world_size or world_size}."
         )
     return global_batch_size // world_size
 
@@ -135,6 +136,37 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.build_sets()
+        if stage in (None, "fit"):
+            self.check_batch_sizes()
+
+    def per_device_batch(self, *, train: bool) -> int:
+        if train:
+            return per_device_batch_size(self.batch_size, self.world_size)
+        return per_device_batch_size(self.eval_batch_size, self.world_size, key="data.eval_batch_size")
+
+    def check_batch_sizes(self) -> None:
+        """Both batch sizes divide over the devices, and training has at least one batch.
+
+        Each device trains on ``len(train_set) // world_size`` images (the training sampler
+        drops the remainder) in batches of ``batch_size / world_size``, the last incomplete
+        batch dropped: a batch bigger than that shard would give epochs with no step.
+        """
+        per_device = self.per_device_batch(train=True)
+        self.per_device_batch(train=False)
+        images = len(self.train_set)
+        shard = images // self.world_size
+        if per_device > shard:
+            devices = (
+                f" ({shard} per device on {self.world_size} devices, {per_device} per device per batch)"
+                if self.world_size > 1 else ""
+            )
+            largest = shard * self.world_size
+            example = self.world_size * 2 ** max(0, shard.bit_length() - 1)
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the training set: {images} images"
+                f"{devices}, so an epoch would have no complete batch to train on. Choose "
+                f"data.batch_size <= {largest}, e.g. data.batch_size={example}."
+            )
 
     def _sampler(self, dataset: Sequence | Dataset, *, train: bool) -> Sampler:
         """Samplers that make the data order a pure function of (seed, epoch, rank).
@@ -164,10 +196,9 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, *, train: bool, stage: str) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create the {stage} set")
-        global_batch = self.batch_size if train else self.eval_batch_size
         return DataLoader(
             dataset,
-            batch_size=per_device_batch_size(global_batch, self.world_size),
+            batch_size=self.per_device_batch(train=train),
             sampler=self._sampler(dataset, train=train),
             drop_last=train,
             num_workers=self.num_workers,

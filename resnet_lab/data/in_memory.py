@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from resnet_lab.data.augment import Normalize, SmallImageAugment
-from resnet_lab.data.base import ImageDataModule, per_device_batch_size
+from resnet_lab.data.base import ImageDataModule
 from resnet_lab.data.device_loader import DeviceResidentLoader
 from resnet_lab.errors import ConfigError, DataError
 
@@ -164,12 +164,11 @@ class InMemoryImageDataModule(ImageDataModule):
             raise RuntimeError(f"{type(self).__name__}.setup() has not run")
         train = split == "train"
         images, labels = self._device_arrays(split)
-        global_batch = self.batch_size if train else self.eval_batch_size
         return DeviceResidentLoader(
             images,
             labels,
             sampler=self._sampler(range(len(labels)), train=train),
-            batch_size=per_device_batch_size(global_batch, self.world_size),
+            batch_size=self.per_device_batch(train=train),
             drop_last=train,
             normalize=self.normalize,
             augment=self.augment if train else None,
