@@ -11,6 +11,7 @@ while MixUp or CutMix is on, training targets of shape ``(N, num_classes)`` that
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 import lightning as L
@@ -67,7 +68,7 @@ class ImageDataModule(L.LightningDataModule):
         image_size: int,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         pin_memory: bool = False,
         classes: Sequence[str] | None = None,
         seed: int = 0,
@@ -87,8 +88,8 @@ class ImageDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
         if eval_batch_size is not None and (not isinstance(eval_batch_size, int) or eval_batch_size <= 0):
             raise ConfigError(f"data.eval_batch_size must be a positive integer or null, got {eval_batch_size!r}.")
-        if num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
+        if num_workers != "auto" and (not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0):
+            raise ConfigError(f"data.num_workers must be an integer >= 0 or auto (the cores per training process), got {num_workers!r}.")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.image_size = image_size
@@ -201,10 +202,25 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=self.per_device_batch(train=train),
             sampler=self._sampler(dataset, train=train),
             drop_last=train,
-            num_workers=self.num_workers,
+            num_workers=self.workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.workers > 0,
+            collate_fn=self.collate_fn(dataset),
         )
+
+    @property
+    def workers(self) -> int:
+        """``num_workers``, with ``auto`` resolved: this machine's cores (those this process may
+        run on) shared among its training processes."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        local_processes = self.trainer.num_devices if self.trainer is not None else 1
+        return max(1, cores // max(1, local_processes))
+
+    def collate_fn(self, dataset: Dataset):
+        """How the loader of ``dataset`` makes batches; None: PyTorch's default collation."""
+        return None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True, stage="training")

@@ -34,7 +34,8 @@ from resnet_lab.data.crops import (
     random_resized_crop_box,
     sample_generator,
 )
-from resnet_lab.data.jpeg import DECODE_ERRORS, decode_crop
+from resnet_lab.data.device_decode import FLIP, PIXELS
+from resnet_lab.data.jpeg import DECODE_ERRORS, decode_crop, is_jpeg, jpeg_size
 from resnet_lab.data.order import ResumableDistributedSampler
 
 log = logging.getLogger(__name__)
@@ -94,21 +95,37 @@ class FastImageDataset(Dataset):
     ``EpochSeededSampler``). Training samples with random erasing on are
     ``(image, label, erase_box)``, the box an int64 (top, left, height, width), all zero for
     no erasing. A file that does not decode yields a black image and ``UNREADABLE``.
+
+    decode_on_device: instead of the image, the file's bytes and the sample's geometry, for
+        ``resnet_lab.data.device_decode`` (``(payload, label, geometry[, erase_box])``).
     """
 
-    def __init__(self, source, plan: CropPlan, *, train: bool, seed: int = 0) -> None:
+    def __init__(self, source, plan: CropPlan, *, train: bool, seed: int = 0, decode_on_device: bool = False) -> None:
         self.source = source
         self.plan = plan
         self.train = train
         self.seed = seed
+        self.decode_on_device = decode_on_device
         self._policy = None
         if train and plan.auto_augment is not None:
+            if decode_on_device:
+                raise ValueError("AutoAugment-family policies run on decoded images in the workers")
             from resnet_lab.data.augment import auto_augment_transform
 
             self._policy = auto_augment_transform(plan.auto_augment, dataset_policy="imagenet")
 
     def __len__(self) -> int:
         return len(self.source)
+
+    @property
+    def paths(self) -> np.ndarray:
+        """The files' paths (UTF-8 bytes), as ``ImageFileDataset`` has them (files only)."""
+        return self.source.paths
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The samples' labels (files only: a shard's labels are read with its images)."""
+        return self.source.labels
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -120,25 +137,54 @@ class FastImageDataset(Dataset):
         else:
             def choose(height: int, width: int) -> Box:
                 return random_resized_crop_box(height, width, plan.scale, plan.ratio, rng)
+        geometry = None
         try:
             data, label = self.source.read(index)
-            image = decode_crop(data, plan.image_size, choose, in_chans=plan.in_chans, fast_dct=plan.fast_dct)
-        except DECODE_ERRORS as error:
-            log.warning("skipping %s: it does not decode as an image (%s)", self.source.name(index), error)
-            image, label = torch.zeros(plan.in_chans, plan.image_size, plan.image_size, dtype=torch.uint8), UNREADABLE
+        except OSError:
+            data, label = None, UNREADABLE
+        header = None
+        if self.decode_on_device and data is not None and is_jpeg(data):
+            try:
+                header = jpeg_size(data)
+            except ValueError:  # a JPEG simplejpeg cannot read (CMYK): decoded here instead
+                pass
+        if header is not None:  # the device decodes: only the box is drawn here
+            box = choose(header[0], header[1])
+            image = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            geometry = [*box, 0, header[2]]
+        else:
+            image, label = self._decode(data, label, choose, index)
         if rng is None:
-            return image, label
+            return (image, label) if geometry is None else (image, label, self._geometry(geometry))
         # Every draw is made whether its option is on or not, so that turning one on leaves
         # the others' draws as they were.
         flip, policy_seed, erase = rng.random() < 0.5, rng.getrandbits(63), rng.random() < plan.random_erasing
         if plan.flip and flip:
-            image = image.flip(-1)
+            if geometry is None:
+                image = image.flip(-1)
+            else:
+                geometry[FLIP] = 1
         if self._policy is not None:
             image = self._augment(image, policy_seed)
+        sample = (image, label) if not self.decode_on_device else (image, label, self._geometry(geometry))
         if not plan.random_erasing:
-            return image, label
+            return sample
         box = erase_box(plan.image_size, plan.image_size, rng) if erase else Box(0, 0, 0, 0)
-        return image, label, torch.tensor(box, dtype=torch.int64)
+        return (*sample, torch.tensor(box, dtype=torch.int64))
+
+    def _decode(self, data: bytes | None, label: int, choose, index: int) -> tuple[torch.Tensor, int]:
+        plan = self.plan
+        try:
+            if data is None:
+                raise OSError("the file could not be read")
+            return decode_crop(data, plan.image_size, choose, in_chans=plan.in_chans, fast_dct=plan.fast_dct), label
+        except DECODE_ERRORS as error:
+            log.warning("skipping %s: it does not decode as an image (%s)", self.source.name(index), error)
+            return torch.zeros(plan.in_chans, plan.image_size, plan.image_size, dtype=torch.uint8), UNREADABLE
+
+    def _geometry(self, geometry: list[int] | None) -> torch.Tensor:
+        """The geometry row of ``device_decode``; None: the payload is the finished crop."""
+        return torch.tensor(geometry if geometry is not None else [0, 0, 0, 0, 0, PIXELS], dtype=torch.int64)
 
     def _augment(self, image: torch.Tensor, seed: int) -> torch.Tensor:
         """The policy (torchvision's, which draws from torch's global generator) under a
