@@ -21,6 +21,7 @@ worker reads from a few shards at a time, mostly forward.
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -172,9 +173,9 @@ class ShardSource:
         shard, position = self.locate(index)
         images, labels = self._scan(shard)
         offset, size = images[position]
-        file = self._file(shard)
-        file.seek(int(offset))
-        return file.read(int(size)), int(labels[position])
+        # pread, not seek + read: worker processes forked after the parent opened a shard share
+        # its file offset, and would move it under each other.
+        return os.pread(self._file(shard).fileno(), int(size), int(offset)), int(labels[position])
 
     def shard_ranges(self) -> list[range]:
         return [range(int(start), int(end)) for start, end in zip(self.starts[:-1], self.starts[1:])]

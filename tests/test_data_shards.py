@@ -1,0 +1,178 @@
+"""WebDataset shards: the writer command, reading by offset, the shard-local order, the data module."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from resnet_lab.data import ImageNetSubsetDataModule
+from resnet_lab.data.fast_images import EpochSeededSampler
+from resnet_lab.data.shard_writer import main as write_command
+from resnet_lab.data.shard_writer import write_shards
+from resnet_lab.data.shards import ShardOrderSampler, ShardSource
+from resnet_lab.errors import ConfigError, DataError
+from tests.helpers.fakes import write_image_tree
+
+CLASSES = ("n01440764", "n02102040", "n02979186")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_image_tree(tmp_path_factory.mktemp("tree"), CLASSES, train_per_class=9, val_per_class=4)
+
+
+@pytest.fixture(scope="module")
+def shards(tree, tmp_path_factory):
+    output = tmp_path_factory.mktemp("shards")
+    write_shards(tree, output, shard_size=5, seed=1)
+    return output
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _tree_samples(tree, split) -> set[tuple[str, int]]:
+    return {(_digest(path.read_bytes()), label) for label, wnid in enumerate(CLASSES) for path in (tree / split / wnid).iterdir()}
+
+
+def test_the_writer_copies_every_image_byte_for_byte_into_webdataset_shards(tree, shards, capsys):
+    train = json.loads((shards / "train.json").read_text())
+    assert train["classes"] == list(CLASSES) and train["wids_version"] == 1
+    assert [entry["nsamples"] for entry in train["shardlist"]] == [5, 5, 5, 5, 5, 2]
+    with tarfile.open(shards / train["shardlist"][0]["url"]) as tar:
+        names = tar.getnames()
+    assert names[0].endswith(".jpg") and names[1] == names[0][: -len("jpg")] + "cls"  # WebDataset's grouping
+    for split in ("train", "val"):
+        source = ShardSource(shards, split)
+        read = [source.read(i) for i in range(len(source))]
+        assert {(_digest(data), label) for data, label in read} == _tree_samples(tree, split)
+        assert len(read) == len({_digest(data) for data, _ in read})
+    labels = [source.read(i)[1] for i in range(5)]
+    assert len(set(labels)) > 1  # shuffled before sharding: a shard mixes classes
+
+
+def test_the_writer_is_deterministic_and_keeps_what_is_there(tree, shards, tmp_path, capsys):
+    again = tmp_path / "again"
+    assert write_command(["--source", str(tree), "--output", str(again), "--shard-size", "5", "--seed", "1"]) == 0
+    assert "train: 27 samples of 3 classes in 6 shards" in capsys.readouterr().out
+    for path in shards.iterdir():
+        assert (again / path.name).read_bytes() == path.read_bytes(), path.name
+    before = (again / "train-000000.tar").read_bytes()
+    assert write_command(["--source", str(tree), "--output", str(again), "--seed", "2"]) == 2
+    assert "already holds" in capsys.readouterr().err and (again / "train-000000.tar").read_bytes() == before
+    assert write_command(["--source", str(tree), "--output", str(again), "--seed", "2", "--overwrite"]) == 0
+
+
+def test_a_folder_of_class_folders_becomes_one_train_split(tree, tmp_path):
+    indexes = write_shards(tree / "val", tmp_path / "out", shard_size=100)
+    assert list(indexes) == ["train"] and indexes["train"]["shardlist"][0]["nsamples"] == 12
+
+
+def test_bad_sources_are_refused_before_anything_is_written(tree, tmp_path):
+    (tmp_path / "val" / CLASSES[0]).mkdir(parents=True)
+    with pytest.raises(DataError, match="no train/ folder"):
+        write_shards(tmp_path, tmp_path / "out")
+    broken = write_image_tree(tmp_path / "broken", CLASSES[:2], train_per_class=2, val_per_class=1)
+    (broken / "val" / CLASSES[1] / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="notes.txt is not an image file"):
+        write_shards(broken, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+    with pytest.raises(ConfigError, match="--shard-size"):
+        write_shards(tree, tmp_path / "out3", shard_size=0)
+
+
+def test_damaged_shards_are_named(shards, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in shards.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    (copy / "val-000000.tar").unlink()
+    with pytest.raises(DataError, match=r"val-000000.tar, listed in .*val.json, does not exist"):
+        ShardSource(copy, "val")
+    with pytest.raises(DataError, match=r"test.json does not exist.*python -m resnet_lab.data.shards"):
+        ShardSource(copy, "test")
+    index = json.loads((copy / "train.json").read_text())
+    index["shardlist"][0]["nsamples"] = 6
+    (copy / "train.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match="holds 5 samples but its shard index says 6"):
+        ShardSource(copy, "train")
+    (copy / "train-000000.tar").write_bytes(b"\0" * 100)
+    with pytest.raises(DataError, match="not a readable WebDataset shard"):
+        ShardSource(copy, "train")
+
+
+def _dataset(shards):
+    data = ImageNetSubsetDataModule(root=shards, format="shards", subset=None, num_classes=3, image_size=16, batch_size=4)
+    data.setup()
+    return data
+
+
+def test_the_order_is_shard_local_disjoint_across_ranks_and_new_each_epoch(shards):
+    dataset = _dataset(shards).train_set
+    orders = {}
+    for epoch in (0, 1):
+        for rank in (0, 1):
+            sampler = ShardOrderSampler(dataset, window=5, num_replicas=2, rank=rank, shuffle=True, seed=0, drop_last=True)
+            sampler.set_epoch(epoch)
+            orders[epoch, rank] = [index for index, tagged_epoch in sampler if tagged_epoch == epoch]
+            assert len(orders[epoch, rank]) == len(sampler) == 27 // 2
+    for epoch in (0, 1):
+        assert not set(orders[epoch, 0]) & set(orders[epoch, 1])
+    assert orders[0, 0] != orders[1, 0]
+    # A window of 5 samples comes from one shard of 5: each run of 5 touches at most 2 shards.
+    source = dataset.source
+    for start in range(0, 13 - 5, 5):
+        assert len({source.locate(i)[0] for i in orders[0, 0][start : start + 5]}) <= 2
+
+
+def _resumed_trainer(epoch: int, batches: int, batch_size: int):
+    progress = SimpleNamespace(current=SimpleNamespace(processed=batches), is_last_batch=False)
+    fit_loop = SimpleNamespace(
+        is_resuming=True,
+        epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=epoch)),
+        epoch_loop=SimpleNamespace(restarting=True, batch_progress=progress),
+    )
+    return SimpleNamespace(training=True, fit_loop=fit_loop, train_dataloader=SimpleNamespace(batch_size=batch_size))
+
+
+@pytest.mark.parametrize("kind", ["files", "shards"])
+def test_a_resumed_epoch_continues_with_the_same_batches_whatever_the_workers(kind, tree, shards):
+    """Batches 2.. of epoch 1 after a resume at batch 2 equal the uninterrupted epoch's, pixel for
+    pixel, with 0 workers before and 2 after (augmentation is seeded per sample)."""
+    common = {"subset": None, "num_classes": 3, "image_size": 16, "batch_size": 4, "random_erasing": 0.5}
+    data = ImageNetSubsetDataModule(root=shards if kind == "shards" else tree, format=kind, **common)
+    data.setup()
+    sampler_type = ShardOrderSampler if kind == "shards" else EpochSeededSampler
+    extra = {"window": 5} if kind == "shards" else {}
+
+    def batches(trainer, workers):
+        sampler = sampler_type(data.train_set, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True, trainer=trainer, **extra)
+        sampler.set_epoch(1)
+        loader = torch.utils.data.DataLoader(data.train_set, batch_size=4, sampler=sampler, drop_last=True, num_workers=workers)
+        return list(loader)
+
+    whole = batches(None, 0)
+    resumed = batches(_resumed_trainer(1, 2, 4), 2)
+    assert len(resumed) == len(whole) - 2
+    for ours, reference in zip(resumed, whole[2:]):
+        assert all(torch.equal(a, b) for a, b in zip(ours, reference))
+
+
+def test_the_data_module_trains_on_shards_with_their_classes(shards):
+    data = _dataset(shards)
+    assert data.classes[0] == "tench" and len(data.train_set) == 27 and len(data.val_set) == 12
+    batch = next(iter(data.train_dataloader()))
+    images, labels = data.on_after_batch_transfer(batch, 0)
+    assert images.shape == (4, 3, 16, 16) and images.dtype == torch.float32 and labels.max() < 3
+    with pytest.raises(ConfigError, match="hold 3 classes but data.num_classes=2"):
+        ImageNetSubsetDataModule(root=shards, format="shards", subset=None, num_classes=2).setup()
+    with pytest.raises(DataError, match="not the 10 asked for"):
+        ImageNetSubsetDataModule(root=shards, format="shards", subset="imagenette", num_classes=10).setup()
+    with pytest.raises(ConfigError, match="data.val_size=0"):
+        ImageNetSubsetDataModule(root=shards, format="shards", subset=None, num_classes=3, val_size=5)
