@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import tarfile
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from lightning.fabric.utilities.data import _set_sampler_epoch
 
 from resnet_lab.data import ImageNetSubsetDataModule
 from resnet_lab.data.fast_images import EpochSeededSampler
@@ -16,6 +20,7 @@ from resnet_lab.data.shard_writer import main as write_command
 from resnet_lab.data.shard_writer import write_shards
 from resnet_lab.data.shards import ShardOrderSampler, ShardSource
 from resnet_lab.errors import ConfigError, DataError
+from tests.helpers import run_cli, run_dirs
 from tests.helpers.fakes import write_image_tree
 
 CLASSES = ("n01440764", "n02102040", "n02979186")
@@ -176,3 +181,62 @@ def test_the_data_module_trains_on_shards_with_their_classes(shards):
         ImageNetSubsetDataModule(root=shards, format="shards", subset="imagenette", num_classes=10).setup()
     with pytest.raises(ConfigError, match="data.val_size=0"):
         ImageNetSubsetDataModule(root=shards, format="shards", subset=None, num_classes=3, val_size=5)
+
+
+# --------------------------------------------------------------------- two DDP processes
+
+
+def _rank_main(rank: int, port: int, root: str, results) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        data = ImageNetSubsetDataModule(
+            root=root, format="shards", subset=None, num_classes=3, image_size=16, batch_size=4,
+            eval_batch_size=6, num_workers=1, shuffle_window=5,
+        )
+        data.setup()
+        report = {"train": [], "val": []}
+        for epoch in (0, 1):
+            loader = data.train_dataloader()
+            _set_sampler_epoch(loader, epoch)
+            indices = [index for index, _ in loader.sampler]
+            labels = torch.cat([batch[1] for batch in loader])
+            expected = [data.train_set.source.read(i)[1] for i in indices[: len(labels)]]
+            assert labels.tolist() == expected  # the loader follows its rank's share, in order
+            assert len(labels) == (27 // 2) // 2 * 2  # whole per-device batches of 2
+            report["train"].append(indices)
+        report["val"] = list(data.val_dataloader().sampler)
+        results[rank] = report
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_read_disjoint_shares_of_the_shards(shards):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_rank_main, args=(port, str(shards), results), nprocs=2)
+    for epoch in (0, 1):
+        first, second = results[0]["train"][epoch], results[1]["train"][epoch]
+        assert len(first) == len(second) == 13 and not set(first) & set(second)
+    assert results[0]["train"][0] != results[0]["train"][1]
+    assert sorted(results[0]["val"] + results[1]["val"]) == list(range(12))  # each val sample once
+
+
+@pytest.mark.slow
+def test_training_on_shards_with_two_ddp_processes(shards, tmp_path):
+    """python -m resnet_lab trainer=ddp_cpu (2 processes) over shards on disk: exact epochs of
+    27 // 2 = 13 samples per rank, in 6 steps of 2 per device; the run finishes."""
+    result = run_cli(
+        [
+            "trainer=ddp_cpu", "data=imagenet_subset", f"data.root={shards}", "data.format=shards",
+            "data.subset=null", "data.num_classes=3", "data.image_size=16", "data.batch_size=4",
+            "data.eval_batch_size=4", "data.num_workers=1", "model=resnet20", "trainer.max_epochs=2",
+        ],
+        tmp_path, timeout=600, env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    (run,) = run_dirs(tmp_path)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished" and record["global_step"] == 2 * 6
