@@ -210,3 +210,86 @@ def test_erasing_on_the_device_is_torchvisions_erase_with_zero():
 
 def test_sample_generator_seeds_differ_in_every_component():
     assert math.isfinite(sample_generator(2**70, -3, 2**40).random())
+
+
+# --------------------------------------------------------------------- decoding on the device
+
+
+def _module(root, **options):
+    from resnet_lab.data import ImageNetSubsetDataModule
+
+    options = {"subset": None, "num_classes": 2, "image_size": 24, "batch_size": 6, "eval_batch_size": 6, **options}
+    data = ImageNetSubsetDataModule(root=root, **options)
+    data.setup()
+    return data
+
+
+@pytest.fixture(scope="module")
+def photo_tree(tmp_path_factory):
+    """Two classes of smooth photos (JPEG), with one PNG and one broken file among them."""
+    root = tmp_path_factory.mktemp("photos")
+    for split, count in (("train", 6), ("val", 3)):
+        for label, wnid in enumerate(("n01440764", "n02102040")):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = np.roll(_photo(60 + 4 * i, 80), 9 * i + 30 * label, axis=1)
+                (folder / f"{i}.JPEG").write_bytes(jpeg_bytes(image))
+    Image.fromarray(_photo(50, 70)).save(root / "train" / "n01440764" / "png.png")
+    (root / "train" / "n02102040" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")
+    return root
+
+
+def _batches(data, device: torch.device):
+    """Every training batch of epoch 0 as it reaches the network (CPU stands in for the device)."""
+    data.trainer = None
+    out = []
+    for batch in data.train_dataloader():
+        batch = data.on_before_batch_transfer(batch, 0)
+        batch = tuple(part.to(device) if torch.is_tensor(part) else part for part in batch)
+        out.append(batch)
+    return out
+
+
+def test_device_decoding_draws_the_same_crops_as_the_workers(photo_tree):
+    """decode_on=device (torchvision's decode_jpeg on the CPU here) against the workers' path:
+    the same samples, labels, crops, flips and erase boxes; the broken file is dropped once."""
+    # 48 px crops of images at most 80 px on a side: the workers never decode at a reduced
+    # scale, which the device decoder cannot do, so the pixels are comparable.
+    workers = _module(photo_tree, random_erasing=0.5, image_size=48)
+    device = _module(photo_tree, random_erasing=0.5, decode_on="device", image_size=48)
+    assert device.collate_fn(device.train_set) is not None
+    for ours, theirs in zip(_batches(device, torch.device("cpu")), _batches(workers, torch.device("cpu"))):
+        assert ours[0].dtype == torch.uint8 and ours[0].shape == theirs[0].shape == (6, 3, 48, 48)
+        assert torch.equal(ours[1], theirs[1]) and torch.equal(ours[2], theirs[2])
+        # The same decoder; torchvision's resize and interpolate's uint8 path round differently.
+        difference = (ours[0][ours[1] != UNREADABLE].float() - theirs[0][theirs[1] != UNREADABLE].float()).abs()
+        assert difference.mean() < 0.5  # levels of 255 (a few levels at most, on sharp edges)
+    assert sum(int((labels == UNREADABLE).sum()) for _, labels, *_ in _batches(device, torch.device("cpu"))) == 1
+
+
+def test_policies_need_decoded_images_in_the_workers(photo_tree):
+    from resnet_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="auto_augment=trivialaugment runs on decoded images"):
+        _module(photo_tree, decode_on="device", auto_augment="trivialaugment")
+    with pytest.raises(ConfigError, match="data.decode_on='gpu' is not an option"):
+        _module(photo_tree, decode_on="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG decoding needs a CUDA device; none is visible")
+def test_nvjpeg_decoding_on_the_gpu_matches_the_cpu_path(photo_tree):
+    cuda = torch.device("cuda")
+    device = _module(photo_tree, decode_on="device")
+    device.trainer = None
+    device.__class__.device = property(lambda self: cuda)  # what the trainer's strategy would say
+    workers = _module(photo_tree)
+    try:
+        for ours, theirs in zip(_batches(device, cuda), _batches(workers, cuda)):
+            assert ours[0].device.type == "cuda" and torch.equal(ours[1], theirs[1])
+            readable = ours[1] != UNREADABLE
+            assert (ours[0][readable].float() - theirs[0][readable].float()).abs().mean() < 2.0
+            images, _ = device.on_after_batch_transfer(ours, 0)
+            assert images.device.type == "cuda" and images.dtype == torch.float32
+    finally:
+        del device.__class__.device
