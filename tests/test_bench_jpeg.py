@@ -7,7 +7,13 @@ import torch
 from PIL import Image
 
 from resnet_lab.bench.__main__ import main
-from resnet_lab.bench.jpeg_loaders import CPU_COST_TARGET, THROUGHPUT_TARGET, compare_jpeg_loaders, image_files, write_photo_tree
+from resnet_lab.bench.jpeg_loaders import (
+    CPU_COST_TARGET,
+    THROUGHPUT_TARGET,
+    compare_jpeg_loaders,
+    image_files,
+    write_photo_tree,
+)
 from resnet_lab.bench.settings import BenchSettings
 from resnet_lab.errors import ConfigError
 
