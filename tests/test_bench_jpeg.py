@@ -55,3 +55,16 @@ def test_the_section_reads_a_given_tree_and_refuses_a_missing_one(tmp_path, caps
     assert "--data-root" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="fewer than one batch"):
         compare_jpeg_loaders(BenchSettings(**{**TINY, "repeats": 1, "batch_size": 16, "data_root": str(tmp_path / "tree")}))
+
+
+def test_the_lever_rows_change_one_thing_each_and_are_compared_with_ours():
+    result = compare_jpeg_loaders(BenchSettings(**{**TINY, "repeats": 1, "jpeg_levers": True, "photo_scale": 2}))
+    names = [m.name for m in result.measurements][:6]
+    assert names == [
+        "ours, 1 process", "ours, fast DCT, 1 process", "ours, float in workers, 1 process",
+        "torchvision tensors, 1 process", "ten-line, 1 process", "decode-only, 1 process",
+    ]
+    levers = [(r.numerator, r.denominator, r.basis) for r in result.ratios[3:]]
+    assert ("ours, fast DCT, 1 process", "ours, 1 process", "cpu_time") in levers
+    assert ("torchvision tensors, 1 workers", "ours, 1 workers", "wall") in levers
+    assert "~900x680 crops" in result.measurements[0].details["data_root"]

@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     jpeg.add_argument("--data-root", default=None, help="an ImageFolder tree of JPEGs (default: one built from scikit-learn's sample photos)")
     jpeg.add_argument("--jpeg-images", type=int, default=DEFAULTS.jpeg_images, help="images in the tree it builds")
     jpeg.add_argument("--loader-workers", type=int, default=DEFAULTS.loader_workers, help="worker processes of the throughput measure")
+    jpeg.add_argument("--photo-scale", type=int, default=DEFAULTS.photo_scale, help="enlarge the photos and crops of the built tree (large images)")
+    jpeg.add_argument("--jpeg-levers", action=argparse.BooleanOptionalAction, default=DEFAULTS.jpeg_levers,
+                      help="also time our loader with one lever changed at a time (fast DCT, float in workers, torchvision tensors)")
     run = p.add_argument_group("how to run")
     run.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")
     run.add_argument("--precision", default=DEFAULTS.precision,
@@ -99,6 +102,8 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         data_root=args.data_root,
         jpeg_images=args.jpeg_images,
         loader_workers=args.loader_workers,
+        photo_scale=args.photo_scale,
+        jpeg_levers=args.jpeg_levers,
     )
 
 

@@ -43,18 +43,23 @@ THROUGHPUT_TARGET = 2.0  # ours / ten-line, images/s with the workers (issue 15)
 CLASSES = ("china", "flower")  # scikit-learn's two sample photos
 
 
-def write_photo_tree(root: Path, count: int, seed: int = 0) -> Path:
+def write_photo_tree(root: Path, count: int, seed: int = 0, scale: int = 1) -> Path:
     """``count`` JPEGs (quality 90) cut from scikit-learn's two sample photos at random places,
-    ~450 x 340 (+-10 %), in ``root/<photo>/``: an ImageFolder tree of real photographs."""
+    ~450 x 340 (+-10 %), in ``root/<photo>/``: an ImageFolder tree of real photographs.
+
+    scale: enlarge the photos (bicubic) and the crops this many times, for large images.
+    """
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
     rng = np.random.default_rng(seed)
     photos = load_sample_images().images
+    if scale > 1:
+        photos = [np.asarray(Image.fromarray(p).resize((p.shape[1] * scale, p.shape[0] * scale), Image.BICUBIC)) for p in photos]
     for i in range(count):
         photo = photos[i % len(photos)]
-        h = min(photo.shape[0], int(PHOTO_CROP[0] * rng.uniform(0.9, 1.1)))
-        w = min(photo.shape[1], int(PHOTO_CROP[1] * rng.uniform(0.9, 1.1)))
+        h = min(photo.shape[0], int(PHOTO_CROP[0] * scale * rng.uniform(0.9, 1.1)))
+        w = min(photo.shape[1], int(PHOTO_CROP[1] * scale * rng.uniform(0.9, 1.1)))
         top, left = rng.integers(0, photo.shape[0] - h + 1), rng.integers(0, photo.shape[1] - w + 1)
         folder = root / CLASSES[i % len(photos)]
         folder.mkdir(parents=True, exist_ok=True)
@@ -110,11 +115,14 @@ def build_loaders(paths, labels, settings: BenchSettings, workers: int) -> dict[
     ])
     root = str(Path(paths[0]).parent.parent)
     common = {"batch_size": batch, "num_workers": workers, "drop_last": True}
-    return {
-        "ours": DataLoader(ours, sampler=sampler, **common),
-        "ten-line": DataLoader(ImageFolder(root, transform=ten_line), shuffle=True, **common),
-        "decode-only": DataLoader(DecodeOnly(paths), shuffle=True, **common),
-    }
+    loaders = {"ours": DataLoader(ours, sampler=sampler, **common)}
+    if settings.jpeg_levers:
+        from resnet_lab.bench.jpeg_levers import lever_loaders
+
+        loaders.update(lever_loaders(paths, labels, plan, seed=settings.seed, mean=IMAGENET_MEAN, std=IMAGENET_STD, common=common))
+    loaders["ten-line"] = DataLoader(ImageFolder(root, transform=ten_line), shuffle=True, **common)
+    loaders["decode-only"] = DataLoader(DecodeOnly(paths), shuffle=True, **common)
+    return loaders
 
 
 def _batches(loader: DataLoader):
@@ -147,7 +155,7 @@ def _alternate(loaders: dict[str, DataLoader], settings: BenchSettings, repeat: 
 
 def compare_jpeg_loaders(settings: BenchSettings) -> SectionResult:
     with tempfile.TemporaryDirectory(prefix="resnet_lab_jpeg_") as scratch:
-        root = Path(settings.data_root) if settings.data_root else write_photo_tree(Path(scratch), settings.jpeg_images, settings.seed)
+        root = Path(settings.data_root) if settings.data_root else write_photo_tree(Path(scratch), settings.jpeg_images, settings.seed, settings.photo_scale)
         paths, labels = image_files(root)
         if len(paths) < settings.batch_size:
             raise ConfigError(f"--data-root {root} holds {len(paths)} images, fewer than one batch of {settings.batch_size}.")
@@ -163,7 +171,8 @@ def compare_jpeg_loaders(settings: BenchSettings) -> SectionResult:
             finally:
                 torch.set_num_threads(threads)
             _alternate(with_workers, settings, repeat, worker_blocks)
-    details = {"images": len(paths), "data_root": settings.data_root or "scikit-learn sample photos, ~450x340 crops, q90"}
+    built = f"scikit-learn sample photos, ~{450 * settings.photo_scale}x{340 * settings.photo_scale} crops, q90"
+    details = {"images": len(paths), "data_root": settings.data_root or built}
     cpu = {name: Measurement.from_blocks("jpeg", f"{name}, 1 process", blocks, None, **details) for name, blocks in cpu_blocks.items()}
     workers = {
         name: Measurement.from_blocks("jpeg", f"{name}, {settings.loader_workers} workers", blocks, None, **details)
@@ -174,6 +183,11 @@ def compare_jpeg_loaders(settings: BenchSettings) -> SectionResult:
         Ratio.paired("jpeg", workers["ours"], workers["ten-line"], target=THROUGHPUT_TARGET),
         Ratio.paired("jpeg", cpu["ours"], cpu["decode-only"], basis="cpu_time"),
     ]
+    for lever in (name for name in cpu if name not in ("ours", "ten-line", "decode-only")):
+        ratios += [
+            Ratio.paired("jpeg", cpu[lever], cpu["ours"], basis="cpu_time"),
+            Ratio.paired("jpeg", workers[lever], workers["ours"]),
+        ]
     costs = ", ".join(f"{name} {1000 / m.images_per_cpu_s['median']:.2f}" for name, m in cpu.items())
     notes = [
         f"jpeg: CPU cost per delivered sample, ms (median): {costs}",

@@ -41,6 +41,8 @@ class BenchSettings:
     data_root: str | None = None  # jpeg section: an ImageFolder tree; None: one built from photos
     jpeg_images: int = 512  # jpeg section: images in the tree it builds
     loader_workers: int = 2  # jpeg section: worker processes of the throughput measure
+    photo_scale: int = 1  # jpeg section: enlarge the photos and crops of the tree it builds
+    jpeg_levers: bool = False  # jpeg section: also our loader with one lever changed at a time
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", PRECISION_ALIASES.get(self.precision, self.precision))
@@ -64,7 +66,7 @@ class BenchSettings:
         return asdict(self)
 
     def check(self) -> None:
-        for name in ("batch_size", "image_size", "num_classes", "in_chans", "steps", "warmup", "repeats", "jpeg_images", "loader_workers"):
+        for name in ("batch_size", "image_size", "num_classes", "in_chans", "steps", "warmup", "repeats", "jpeg_images", "loader_workers", "photo_scale"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 flag = "--" + name.replace("_", "-")
