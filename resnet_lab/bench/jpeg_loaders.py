@@ -16,14 +16,17 @@ Two measures, each from blocks alternating between the loaders (``--repeats``):
 * CPU cost per delivered sample: one process (``num_workers=0``), one torch thread, CPU time
   of everything up to the batch handed to the device, as images per CPU-second;
 * throughput of ``--loader-workers`` worker processes: batches/s as they leave the loader
-  (wall clock). Each block starts fresh workers and shuts them down, so that no loader's
-  prefetching runs inside another's block; the warm-up batches absorb the start.
+  (wall clock). Each block starts fresh persistent workers and shuts them down at its end,
+  so that no loader's prefetching runs inside another's block; the warm-up batches absorb
+  the start.
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +117,7 @@ def build_loaders(paths, labels, settings: BenchSettings, workers: int) -> dict[
         v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
     root = str(Path(paths[0]).parent.parent)
-    common = {"batch_size": batch, "num_workers": workers, "drop_last": True}
+    common = {"batch_size": batch, "num_workers": workers, "drop_last": True, "persistent_workers": workers > 0}
     loaders = {"ours": DataLoader(ours, sampler=sampler, **common)}
     if settings.jpeg_levers:
         from resnet_lab.bench.jpeg_levers import lever_loaders
@@ -135,7 +138,11 @@ def _batches(loader: DataLoader):
         epoch += 1
 
 
-def time_block(loader: DataLoader, settings: BenchSettings) -> Block:
+def time_block(make_loader: Callable[[], DataLoader], settings: BenchSettings) -> Block:
+    """A fresh loader, ``warmup`` untimed batches, then ``steps`` timed ones. Its workers are
+    persistent (an epoch boundary inside the block does not restart them) and end with it,
+    before the next loader's block."""
+    loader = make_loader()
     batches = _batches(loader)
     for _ in range(settings.warmup):
         next(batches)
@@ -143,14 +150,14 @@ def time_block(loader: DataLoader, settings: BenchSettings) -> Block:
     for _ in range(settings.steps):
         next(batches)
     block = Block(settings.steps * settings.batch_size, time.perf_counter() - wall, time.process_time() - cpu, None)
-    batches.close()  # shuts this block's workers down before the next loader's block
+    batches.close()
+    del batches, loader  # the last references: the workers shut down here
     return block
 
 
-def _alternate(loaders: dict[str, DataLoader], settings: BenchSettings, repeat: int, blocks: dict) -> None:
-    names = list(loaders) if repeat % 2 == 0 else list(reversed(loaders))
-    for name in names:
-        blocks[name].append(time_block(loaders[name], settings))
+def _alternate(names: list[str], make: Callable[[str], DataLoader], settings: BenchSettings, repeat: int, blocks: dict) -> None:
+    for name in names if repeat % 2 == 0 else reversed(names):
+        blocks[name].append(time_block(functools.partial(make, name), settings))
 
 
 def compare_jpeg_loaders(settings: BenchSettings) -> SectionResult:
@@ -159,18 +166,21 @@ def compare_jpeg_loaders(settings: BenchSettings) -> SectionResult:
         paths, labels = image_files(root)
         if len(paths) < settings.batch_size:
             raise ConfigError(f"--data-root {root} holds {len(paths)} images, fewer than one batch of {settings.batch_size}.")
-        one_process = build_loaders(paths, labels, settings, workers=0)
-        with_workers = build_loaders(paths, labels, settings, workers=settings.loader_workers)
-        cpu_blocks: dict[str, list[Block]] = {name: [] for name in one_process}
-        worker_blocks: dict[str, list[Block]] = {name: [] for name in with_workers}
+        names = list(build_loaders(paths, labels, settings, workers=0))
+
+        def make(workers: int) -> Callable[[str], DataLoader]:
+            return lambda name: build_loaders(paths, labels, settings, workers=workers)[name]
+
+        cpu_blocks: dict[str, list[Block]] = {name: [] for name in names}
+        worker_blocks: dict[str, list[Block]] = {name: [] for name in names}
         threads = torch.get_num_threads()
         for repeat in range(settings.repeats):
             torch.set_num_threads(1)  # as in a DataLoader worker
             try:
-                _alternate(one_process, settings, repeat, cpu_blocks)
+                _alternate(names, make(0), settings, repeat, cpu_blocks)
             finally:
                 torch.set_num_threads(threads)
-            _alternate(with_workers, settings, repeat, worker_blocks)
+            _alternate(names, make(settings.loader_workers), settings, repeat, worker_blocks)
     built = f"scikit-learn sample photos, ~{450 * settings.photo_scale}x{340 * settings.photo_scale} crops, q90"
     details = {"images": len(paths), "data_root": settings.data_root or built}
     cpu = {name: Measurement.from_blocks("jpeg", f"{name}, 1 process", blocks, None, **details) for name, blocks in cpu_blocks.items()}
