@@ -68,3 +68,12 @@ def test_the_lever_rows_change_one_thing_each_and_are_compared_with_ours():
     assert ("ours, fast DCT, 1 process", "ours, 1 process", "cpu_time") in levers
     assert ("torchvision tensors, 1 workers", "ours, 1 workers", "wall") in levers
     assert "~900x680 crops" in result.measurements[0].details["data_root"]
+
+
+def test_the_device_decode_row_runs_the_data_modules_device_decoder():
+    """On by default on a GPU (nvJPEG); here on the CPU, where decode_jpeg is libjpeg-turbo."""
+    assert not BenchSettings(**TINY).decode_on_device
+    result = compare_jpeg_loaders(BenchSettings(**{**TINY, "repeats": 1, "jpeg_device_decode": True}))
+    names = [m.name for m in result.measurements]
+    assert "ours, decode on cpu, 1 process" in names and "ours, decode on cpu, 1 workers" in names
+    assert ("ours, decode on cpu, 1 workers", "ours, 1 workers") in [(r.numerator, r.denominator) for r in result.ratios]

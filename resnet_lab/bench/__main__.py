@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     jpeg.add_argument("--photo-scale", type=int, default=DEFAULTS.photo_scale, help="enlarge the photos and crops of the built tree (large images)")
     jpeg.add_argument("--jpeg-levers", action=argparse.BooleanOptionalAction, default=DEFAULTS.jpeg_levers,
                       help="also time our loader with one lever changed at a time (fast DCT, float in workers, torchvision tensors)")
+    jpeg.add_argument("--jpeg-device-decode", action=argparse.BooleanOptionalAction, default=DEFAULTS.jpeg_device_decode,
+                      help="also time decoding on --device (torchvision.io.decode_jpeg: nvJPEG on a GPU); default: on a GPU")
     run = p.add_argument_group("how to run")
     run.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")
     run.add_argument("--precision", default=DEFAULTS.precision,
@@ -104,6 +106,7 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         loader_workers=args.loader_workers,
         photo_scale=args.photo_scale,
         jpeg_levers=args.jpeg_levers,
+        jpeg_device_decode=args.jpeg_device_decode,
     )
 
 

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from resnet_lab.bench.results import Measurement, Ratio, SectionResult
 from resnet_lab.bench.settings import BenchSettings
-from resnet_lab.bench.timing import Block
+from resnet_lab.bench.timing import Block, synchronize
 from resnet_lab.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -97,6 +97,21 @@ class DecodeOnly(Dataset):
             return torch.tensor(simplejpeg.decode_jpeg(file.read()).shape)
 
 
+def device_row(settings: BenchSettings) -> str:
+    return f"ours, decode on {settings.torch_device.type}"
+
+
+def device_decoder(settings: BenchSettings) -> Callable:
+    """Decodes a batch of the device-decode row on ``--device`` (nvJPEG on a GPU), as the data
+    module's ``on_before_batch_transfer`` does."""
+    from resnet_lab.data.device_decode import decode_batch
+
+    def decode(batch):
+        return decode_batch(batch[0], batch[2], size=settings.image_size, in_chans=3, device=settings.torch_device)
+
+    return decode
+
+
 def build_loaders(paths, labels, settings: BenchSettings, workers: int) -> dict[str, DataLoader]:
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
@@ -123,6 +138,11 @@ def build_loaders(paths, labels, settings: BenchSettings, workers: int) -> dict[
         from resnet_lab.bench.jpeg_levers import lever_loaders
 
         loaders.update(lever_loaders(paths, labels, plan, seed=settings.seed, mean=IMAGENET_MEAN, std=IMAGENET_STD, common=common))
+    if settings.decode_on_device:
+        from resnet_lab.data.device_decode import collate_encoded
+
+        encoded = FastImageDataset(FileSource(paths, labels), plan, train=True, seed=settings.seed, decode_on_device=True)
+        loaders[device_row(settings)] = DataLoader(encoded, sampler=sampler, collate_fn=collate_encoded, **common)
     loaders["ten-line"] = DataLoader(ImageFolder(root, transform=ten_line), shuffle=True, **common)
     loaders["decode-only"] = DataLoader(DecodeOnly(paths), shuffle=True, **common)
     return loaders
@@ -138,26 +158,34 @@ def _batches(loader: DataLoader):
         epoch += 1
 
 
-def time_block(make_loader: Callable[[], DataLoader], settings: BenchSettings) -> Block:
-    """A fresh loader, ``warmup`` untimed batches, then ``steps`` timed ones. Its workers are
+def time_block(make_loader: Callable[[], DataLoader], settings: BenchSettings, finish: Callable | None = None) -> Block:
+    """A fresh loader, ``warmup`` untimed batches, then ``steps`` timed ones (each through
+    ``finish``, when given, with the device synchronized at the end). The loader's workers are
     persistent (an epoch boundary inside the block does not restart them) and end with it,
     before the next loader's block."""
     loader = make_loader()
     batches = _batches(loader)
     for _ in range(settings.warmup):
-        next(batches)
+        batch = next(batches)
+        if finish is not None:
+            finish(batch)
+    synchronize(settings.torch_device)
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(settings.steps):
-        next(batches)
+        batch = next(batches)
+        if finish is not None:
+            finish(batch)
+    synchronize(settings.torch_device)
     block = Block(settings.steps * settings.batch_size, time.perf_counter() - wall, time.process_time() - cpu, None)
     batches.close()
-    del batches, loader  # the last references: the workers shut down here
+    del batches, loader, batch  # the last references: the workers shut down here
     return block
 
 
 def _alternate(names: list[str], make: Callable[[str], DataLoader], settings: BenchSettings, repeat: int, blocks: dict) -> None:
+    finishers = {device_row(settings): device_decoder(settings)} if settings.decode_on_device else {}
     for name in names if repeat % 2 == 0 else reversed(names):
-        blocks[name].append(time_block(functools.partial(make, name), settings))
+        blocks[name].append(time_block(functools.partial(make, name), settings, finishers.get(name)))
 
 
 def compare_jpeg_loaders(settings: BenchSettings) -> SectionResult:

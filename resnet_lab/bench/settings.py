@@ -43,10 +43,18 @@ class BenchSettings:
     loader_workers: int = 2  # jpeg section: worker processes of the throughput measure
     photo_scale: int = 1  # jpeg section: enlarge the photos and crops of the tree it builds
     jpeg_levers: bool = False  # jpeg section: also our loader with one lever changed at a time
+    jpeg_device_decode: bool | None = None  # jpeg section: also decoding on --device; None: on a GPU
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", PRECISION_ALIASES.get(self.precision, self.precision))
         self.check()
+
+    @property
+    def decode_on_device(self) -> bool:
+        """Whether the jpeg section times the device-decode row (by default on a GPU only)."""
+        if self.jpeg_device_decode is None:
+            return self.torch_device.type == "cuda"
+        return self.jpeg_device_decode
 
     @property
     def torch_device(self) -> torch.device:
