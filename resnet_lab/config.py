@@ -129,6 +129,8 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("resume_run_dir", _resume_run_dir, replace=True)
     OmegaConf.register_new_resolver("resume_output_subdir", _resume_output_subdir, replace=True)
     OmegaConf.register_new_resolver("evaluation_dir", _evaluation_dir, replace=True)  # resnet_lab.evaluate
+    # data=folder's num_classes, counted from the class folders or CSV index (conf/data/folder.yaml).
+    OmegaConf.register_new_resolver("folder_classes", _folder_classes, replace=True, use_cache=True)
 
 
 def _resume_run_dir(fresh_dir: str, *, _root_: DictConfig) -> str:
@@ -147,6 +149,12 @@ def _evaluation_dir(fallback: str, *, _root_: DictConfig) -> str:
     from resnet_lab.evaluate import evaluation_dir
 
     return evaluation_dir(fallback, _root_=_root_)
+
+
+def _folder_classes(root: str | None, index: str | None) -> int | None:
+    from resnet_lab.data.folder_sources import count_classes
+
+    return count_classes(root, index)
 
 
 register_resolvers()

@@ -6,8 +6,9 @@ the loss, the metrics and the optimizer's parameter groups, and nothing about da
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -17,6 +18,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
+
+from resnet_lab.errors import ConfigError
 
 OptimizerFactory = Callable[..., Optimizer]
 # Called as scheduler(optimizer, total_steps=..., steps_per_epoch=...); see resnet_lab.schedulers.
@@ -52,6 +55,31 @@ def _accuracy_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
+def check_class_weights(weights, num_classes: int) -> str | list[float] | None:
+    if weights is None or weights == "balanced":
+        return weights
+    if isinstance(weights, str) or not isinstance(weights, Sequence) or len(weights) != num_classes or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < math.inf for w in weights
+    ):
+        raise ConfigError(
+            f"module.class_weights must be balanced, null or a list of {num_classes} weights >= 0 "
+            f"(one per class); got {weights!r}."
+        )
+    return [float(w) for w in weights]
+
+
+def balanced_class_weights(counts: Sequence[int]) -> torch.Tensor:
+    """``N / (C x N_c)`` per class: each class weighs as much in the loss as any other."""
+    counts = torch.as_tensor(counts, dtype=torch.float32)
+    if not bool((counts > 0).all()):
+        empty = [i for i, n in enumerate(counts.tolist()) if n == 0]
+        raise ConfigError(
+            f"module.class_weights=balanced: class {empty[0]} has no training images, so it has no "
+            "inverse frequency. Add images of it or set module.class_weights=null."
+        )
+    return counts.sum() / (len(counts) * counts)
+
+
 class ImageClassifier(L.LightningModule):
     """Trains ``net`` for image classification with cross-entropy.
 
@@ -63,6 +91,10 @@ class ImageClassifier(L.LightningModule):
             None for a constant learning rate. Stepped every optimizer step.
         num_classes: number of classes (from the data module).
         label_smoothing: cross-entropy label smoothing (0 = off).
+        class_weights: per-class weights of the training loss: None, a list of
+            ``num_classes`` weights, or ``"balanced"``: ``N / (num_classes x N_c)`` from the data
+            module's ``class_counts()`` (inverse frequency, as scikit-learn's "balanced").
+            Validation and test losses stay unweighted.
         decay_norm_and_bias: also apply weight decay to norm weights and biases.
         channels_last: run the network in NHWC memory format (faster on tensor cores).
         compile: compile the network with ``torch.compile`` (state-dict names unchanged).
@@ -76,6 +108,7 @@ class ImageClassifier(L.LightningModule):
         *,
         num_classes: int,
         label_smoothing: float = 0.0,
+        class_weights: str | Sequence[float] | None = None,
         decay_norm_and_bias: bool = False,
         channels_last: bool = False,
         compile: bool = False,
@@ -87,6 +120,11 @@ class ImageClassifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.class_weights = check_class_weights(class_weights, num_classes)
+        # Not saved: "balanced" is recomputed from the data, and a checkpoint loads the same
+        # whatever the weights were.
+        weights = None if self.class_weights in (None, "balanced") else torch.tensor(self.class_weights)
+        self.register_buffer("loss_weights", weights, persistent=False)
         self.decay_norm_and_bias = decay_norm_and_bias
         self.channels_last = channels_last
         self.compile = compile
@@ -119,9 +157,17 @@ class ImageClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
-    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def setup(self, stage: str) -> None:
+        if self.class_weights == "balanced" and stage == "fit":
+            counts = getattr(self.trainer.datamodule, "class_counts", None)
+            if counts is None:
+                raise ConfigError("module.class_weights=balanced needs a data module with class_counts(); "
+                                  "resnet_lab's data modules have it.")
+            self.loss_weights = balanced_class_weights(counts()).to(self.device)
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         # Class indices or, after MixUp/CutMix, per-class probabilities (N, num_classes).
-        return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits.float(), targets, weight=weight, label_smoothing=self.label_smoothing)
 
     @staticmethod
     def _hard_labels(targets: torch.Tensor) -> torch.Tensor:
@@ -134,7 +180,7 @@ class ImageClassifier(L.LightningModule):
             # Under DDP every rank must reduce gradients, so this one contributes zeros.
             return self(images).sum() if self.trainer.world_size > 1 else None
         logits = self(images)
-        loss = self._loss(logits, targets)
+        loss = self._loss(logits, targets, self.loss_weights)
         self.train_metrics.update(logits.detach(), self._hard_labels(targets))
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)

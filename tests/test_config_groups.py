@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from resnet_lab.config import config_dir
 from resnet_lab.train import _instantiate_group, build_module, build_trainer
 from tests.helpers import TINY, compose_config
+from tests.helpers.fakes import write_photo_folder
 
 CONF = config_dir()
 # Groups whose options are objects to build, and how to build them.
@@ -48,7 +49,9 @@ def test_model_option_builds_and_runs(option, tmp_path):
 
 @pytest.mark.parametrize("option", options("data"))
 def test_data_option_composes_and_instantiates(option, tmp_path):
-    cfg = compose_config([f"data={option}"], run_dir=tmp_path / "run")
+    # data=folder reads the user's folder, whose classes the config counts.
+    root = [f"data.root={write_photo_folder(tmp_path / 'photos', per_class=3)}"] if option == "folder" else []
+    cfg = compose_config([f"data={option}", *root], run_dir=tmp_path / "run")
     for key in ("num_classes", "in_chans", "image_size", "batch_size"):
         assert isinstance(cfg.data[key], int), key
     OmegaConf.resolve(cfg)

@@ -11,11 +11,12 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 from scipy import stats
 from torchvision.transforms import v2
 
-from resnet_lab.data import CifarDataModule
+from resnet_lab.data import CifarDataModule, SyntheticDataModule
 from resnet_lab.data.augment import Normalize, SmallImageAugment, cutout, random_erasing
 from resnet_lab.data.cifar import CIFAR_RELEASES
 from resnet_lab.data.device_loader import DeviceResidentLoader
 from resnet_lab.data.mixing import BatchMixer
+from resnet_lab.errors import ConfigError
 from tests.helpers.fakes import write_cifar
 
 SAMPLES = 3000
@@ -235,3 +236,19 @@ def test_batch_mixer_off_and_never():
     never = BatchMixer(3, mixup_alpha=0.2, prob=0.0)
     out_images, targets = never(images, labels)
     assert torch.equal(out_images, images) and torch.equal(targets, torch.eye(3))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mixup_alpha": -0.2}, r"data.mixup_alpha is the Beta\(alpha, alpha\) parameter: a number >= 0 .* got -0.2\."),
+        ({"cutmix_alpha": float("nan")}, r"data.cutmix_alpha is the Beta.* got nan\."),
+        ({"mixup_alpha": float("inf")}, r"data.mixup_alpha is the Beta.* got inf\."),
+        ({"mixup_alpha": "lots"}, r"data.mixup_alpha is the Beta.* got 'lots'\."),
+        ({"mix_prob": "often"}, r"data.mix_prob is a probability in \[0, 1\], got 'often'\."),
+        ({"cutmix_prob": 1.5}, r"data.cutmix_prob is a probability in \[0, 1\], got 1.5\."),
+    ],
+)
+def test_bad_mixing_values_are_config_errors_from_the_data_module(options, message):
+    with pytest.raises(ConfigError, match=message):
+        SyntheticDataModule(image_size=8, **options)

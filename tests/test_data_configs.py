@@ -10,26 +10,33 @@ from resnet_lab.config import config_dir
 from resnet_lab.data.cifar import CIFAR_RELEASES
 from resnet_lab.train import train
 from tests.helpers import compose_config
-from tests.helpers.fakes import write_cifar
+from tests.helpers.fakes import write_cifar, write_photo_folder
 
 DATA_CONFIGS = sorted(path.stem for path in (config_dir() / "data").glob("*.yaml"))
 FILE_BASED = {"cifar10", "cifar100", "fashion_mnist", "imagenet_subset", "imagenette"}
 MIXING = ("mixup_alpha", "cutmix_alpha", "mix_prob", "cutmix_prob")
+COUNTED_FROM_THE_DATA = {"folder"}
 
 
 @pytest.mark.parametrize("option", DATA_CONFIGS)
 def test_data_config_keeps_the_contract(option, tmp_path):
     assert FILE_BASED <= set(DATA_CONFIGS)
     raw = OmegaConf.load(config_dir() / "data" / f"{option}.yaml")
-    for key in ("num_classes", "in_chans", "image_size", "batch_size"):
+    counted = option in COUNTED_FROM_THE_DATA
+    for key in ("in_chans", "image_size", "batch_size") if counted else ("num_classes", "in_chans", "image_size", "batch_size"):
         assert isinstance(raw[key], int), f"{option}: {key} must be a literal integer"
+    overrides = []
+    if counted:  # the user's own images: the config counts the classes of the folder given
+        assert OmegaConf.to_container(raw)["num_classes"] == "${folder_classes:${data.root},${data.index}}"
+        overrides = [f"data.root={write_photo_folder(tmp_path / 'photos', per_class=3)}"]
+        raw.num_classes = 3
     assert raw._target_.startswith("resnet_lab.data.")
     assert OmegaConf.to_container(raw)["seed"] == "${seed}"
     assert "num_workers" in raw and all(key in raw for key in MIXING)
     if option in FILE_BASED:
         assert OmegaConf.to_container(raw)["root"].startswith("${paths.data_dir}/")
 
-    cfg = compose_config([f"data={option}", "seed=7"], run_dir=tmp_path / "run")
+    cfg = compose_config([f"data={option}", "seed=7", *overrides], run_dir=tmp_path / "run")
     # Nothing is read or downloaded at construction (download happens in prepare_data).
     data = instantiate(cfg.data)
     assert (data.num_classes, data.in_chans, data.image_size) == (raw.num_classes, raw.in_chans, raw.image_size)

@@ -293,3 +293,26 @@ def test_nvjpeg_decoding_on_the_gpu_matches_the_cpu_path(photo_tree):
             assert images.device.type == "cuda" and images.dtype == torch.float32
     finally:
         del device.__class__.device
+
+
+def test_every_augmentation_stays_available_on_the_fast_path(photo_tree):
+    """TrivialAugment in the workers, random erasing and MixUp on the device, the balanced
+    sampler handing its draw to the workers with the epoch."""
+    from types import SimpleNamespace
+
+    data = _module(photo_tree, auto_augment="trivialaugment", random_erasing=1.0, mixup_alpha=0.4, balanced_sampler=True)
+    loader = data.train_dataloader()
+    assert type(loader.sampler).__name__ == "EpochSeededBalancedDistributedSampler"
+    assert all(isinstance(key, tuple) and key[1] == 0 for key in loader.sampler)
+    images, labels, boxes = next(iter(loader))
+    assert images.dtype == torch.uint8 and boxes.shape == (6, 4) and (boxes[:, 2] > 0).any()
+    data.trainer = SimpleNamespace(training=True, world_size=1, global_rank=0)
+    try:
+        finished, targets = data.on_after_batch_transfer((images, labels, boxes), 0)
+    finally:
+        data.trainer = None
+    readable = int((labels != UNREADABLE).sum())  # the broken file may be drawn
+    assert finished.dtype == torch.float32 and targets.shape == (readable, 2)  # MixUp soft targets
+    top, left, height, width = boxes[boxes[:, 2] > 0][0].tolist()
+    erased = BatchFinisher.erase(BatchFinisher(data.transforms.mean, data.transforms.std).normalize(images), boxes)
+    assert (erased[boxes[:, 2] > 0][0][:, top : top + height, left : left + width] == 0).all()

@@ -18,10 +18,10 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from resnet_lab.data.mixing import BatchMixer
-from resnet_lab.data.order import ResumableDistributedSampler
+from resnet_lab.data.order import BalancedDistributedSampler, ResumableDistributedSampler
 from resnet_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class ImageDataModule(L.LightningDataModule):
     Subclasses set ``self.train_set``, ``self.val_set`` and ``self.test_set`` in
     ``build_sets``, which ``setup`` calls once, and may override ``train_transform_batch`` to augment whole training batches after they
     reach the device. MixUp / CutMix (``mixup_alpha``, ``cutmix_alpha``, ``mix_prob``,
-    ``cutmix_prob``; see ``BatchMixer``) run after it, on every data set.
+    ``cutmix_prob``; see ``BatchMixer``) run after it, on every data set. ``balanced_sampler``
+    draws the training classes equally often (``BalancedDistributedSampler``).
     """
 
     # Data sets that may meet an unreadable file mid-epoch set this; their batches are then
@@ -76,6 +77,7 @@ class ImageDataModule(L.LightningDataModule):
         cutmix_alpha: float = 0.0,
         mix_prob: float = 1.0,
         cutmix_prob: float = 0.5,
+        balanced_sampler: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -106,6 +108,9 @@ class ImageDataModule(L.LightningDataModule):
             prob=mix_prob,
             cutmix_prob=cutmix_prob,
         )
+        if not isinstance(balanced_sampler, bool):
+            raise ConfigError(f"data.balanced_sampler must be true or false, got {balanced_sampler!r}.")
+        self.balanced_sampler = balanced_sampler
         self.skipped_samples = 0
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -145,6 +150,19 @@ class ImageDataModule(L.LightningDataModule):
             return per_device_batch_size(self.batch_size, self.world_size)
         return per_device_batch_size(self.eval_batch_size, self.world_size, key="data.eval_batch_size")
 
+    def train_labels(self) -> torch.Tensor:
+        """The class index of every training sample, in the training set's order."""
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not run")
+        labels = getattr(self.train_set, "labels", None)
+        if labels is None and isinstance(self.train_set, TensorDataset):
+            labels = self.train_set.tensors[1]
+        return torch.as_tensor(labels, dtype=torch.long)
+
+    def class_counts(self) -> list[int]:
+        """Training images per class (for class weights and the balanced sampler)."""
+        return torch.bincount(self.train_labels(), minlength=self.num_classes).tolist()
+
     def check_batch_sizes(self) -> None:
         """Both batch sizes divide over the devices, and training has at least one batch.
 
@@ -181,7 +199,11 @@ class ImageDataModule(L.LightningDataModule):
         resumed epoch already trained on (given the trainer, it reads where Lightning resumes).
         """
         if train:
-            return ResumableDistributedSampler(
+            sampler, extra = ResumableDistributedSampler, {}
+            if self.balanced_sampler:
+                counts = torch.tensor(self.class_counts(), dtype=torch.double)
+                sampler, extra = BalancedDistributedSampler, {"weights": (1.0 / counts.clamp(min=1))[self.train_labels()]}
+            return self.training_sampler(sampler)(
                 dataset,
                 num_replicas=self.world_size,
                 rank=self.rank,
@@ -189,10 +211,16 @@ class ImageDataModule(L.LightningDataModule):
                 seed=self.seed,
                 drop_last=True,
                 trainer=self.trainer,
+                **extra,
             )
         return UnrepeatedDistributedSampler(
             dataset, num_replicas=self.world_size, rank=self.rank, shuffle=False
         )
+
+    def training_sampler(self, sampler_class: type):
+        """The class (or factory) that builds the training sampler ``_sampler`` chose; data
+        modules whose datasets take more than an index refine it."""
+        return sampler_class
 
     def _loader(self, dataset: Dataset | None, *, train: bool, stage: str) -> DataLoader:
         if dataset is None:
@@ -203,7 +231,8 @@ class ImageDataModule(L.LightningDataModule):
             sampler=self._sampler(dataset, train=train),
             drop_last=train,
             num_workers=self.workers,
-            pin_memory=self.pin_memory,
+            # Pinned memory speeds up copies to an accelerator; on the CPU it only warns.
+            pin_memory=self.pin_memory and self.device.type != "cpu",
             persistent_workers=self.workers > 0,
             collate_fn=self.collate_fn(dataset),
         )

@@ -18,6 +18,7 @@ resumed run repeats the interrupted epoch's augmentation exactly.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -194,17 +195,27 @@ class FastImageDataset(Dataset):
             return self._policy(image)
 
 
-class EpochSeededSampler(ResumableDistributedSampler):
-    """The training sampler, yielding ``(index, epoch)`` so that workers can seed each sample.
-
-    Order, sharding, and the skip of a resumed epoch's finished batches are
-    ``ResumableDistributedSampler``'s.
-    """
+class EpochTagging:
+    """Mixin for a ``DistributedSampler``: yields ``(index, epoch)`` so that the workers can
+    seed each sample. Put it first among the bases; see ``epoch_seeded``."""
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = super().__iter__()  # sets the epoch first on a resumed run
+        indices = super().__iter__()  # a resumable sampler sets the epoch first on a resumed run
         epoch = self.epoch
         return ((index, epoch) for index in indices)
+
+
+@functools.cache
+def epoch_seeded(sampler_class: type) -> type:
+    """``sampler_class`` with ``EpochTagging``: the same order, each index with its epoch."""
+    if issubclass(sampler_class, EpochTagging):
+        return sampler_class
+    return type(f"EpochSeeded{sampler_class.__name__}", (EpochTagging, sampler_class), {"__module__": __name__})
+
+
+class EpochSeededSampler(EpochTagging, ResumableDistributedSampler):
+    """The training sampler of the fast path: ``ResumableDistributedSampler``'s order,
+    sharding and resume, each index with its epoch."""
 
 
 class BatchFinisher:

@@ -2,7 +2,7 @@
 
 ``FastImagePath`` is mixed into the image-file data modules (ImageNet-style trees, class
 folders): it builds ``FastImageDataset``s over files or shards, gives training the seeded
-sampler (``EpochSeededSampler``, or ``ShardOrderSampler`` over shards), decodes on the
+sampler (the base's, handing each index with its epoch; ``ShardOrderSampler`` over shards), decodes on the
 device when asked (``on_before_batch_transfer``), and turns the uint8 batches into the
 normalized float32 batches of the data-module contract (``on_after_batch_transfer``).
 ``pipeline: torchvision`` leaves all of it out: torchvision's ``v2`` transforms per image,
@@ -11,6 +11,7 @@ float32 batches from the workers, as the reference.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,10 +22,11 @@ from resnet_lab.data.device_decode import collate_encoded, decode_batch
 from resnet_lab.data.fast_images import (
     BatchFinisher,
     CropPlan,
-    EpochSeededSampler,
     FastImageDataset,
     FileSource,
+    epoch_seeded,
 )
+from resnet_lab.data.order import ResumableDistributedSampler
 from resnet_lab.errors import ConfigError, DataError
 
 PIPELINES = ("fast", "torchvision")
@@ -51,6 +53,8 @@ class FastImagePath:
     shuffle_window: with shards, the samples shuffled together after the shard order.
     """
 
+    reads_shards = False  # whether build_sets reads data.format=shards
+
     def init_fast_path(
         self,
         *,
@@ -69,6 +73,12 @@ class FastImagePath:
             raise ConfigError(
                 "data.pipeline=torchvision decodes files in the workers with torchvision's transforms; "
                 "data.decode_on=device, data.format=shards and data.fast_dct need data.pipeline=fast."
+            )
+        if self.format == "shards" and not self.reads_shards:
+            raise ConfigError(
+                f"data.format=shards is read by data=imagenet_subset (the shards of train/ and val/ that "
+                f"python -m resnet_lab.data.shards writes), not by {type(self).__name__}; train on shards "
+                "with data=imagenet_subset data.format=shards data.subset=null data.num_classes=N."
             )
         if not isinstance(shuffle_window, int) or shuffle_window < 1:
             raise ConfigError(f"data.shuffle_window must be a positive number of samples, got {shuffle_window!r}.")
@@ -119,15 +129,16 @@ class FastImagePath:
             )
         return self.fast_dataset(source, train=train)
 
-    def _sampler(self, dataset: Dataset, *, train: bool):
-        if not (train and isinstance(dataset, FastImageDataset)):
-            return super()._sampler(dataset, train=train)
-        options = {"num_replicas": self.world_size, "rank": self.rank, "shuffle": True, "seed": self.seed, "drop_last": True, "trainer": self.trainer}
-        if self.format == "shards":
+    def training_sampler(self, sampler_class: type):
+        """The base's choice, handing each index to the workers with its epoch; over shards,
+        the shard-local order (unless the balanced sampler draws the order)."""
+        if not self.uses_fast_path:
+            return super().training_sampler(sampler_class)
+        if self.format == "shards" and sampler_class is ResumableDistributedSampler:
             from resnet_lab.data.shards import ShardOrderSampler
 
-            return ShardOrderSampler(dataset, window=self.shuffle_window, **options)
-        return EpochSeededSampler(dataset, **options)
+            return functools.partial(ShardOrderSampler, window=self.shuffle_window)
+        return epoch_seeded(sampler_class)
 
     def collate_fn(self, dataset: Dataset):
         if isinstance(dataset, FastImageDataset) and dataset.decode_on_device:

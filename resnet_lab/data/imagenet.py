@@ -76,6 +76,8 @@ class ImageNetSubsetDataModule(ImageFileDataModule):
     ``ImageFileDataModule``'s.
     """
 
+    reads_shards = True
+
     def __init__(
         self,
         *,

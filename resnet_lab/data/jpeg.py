@@ -138,7 +138,7 @@ def decode_whole(data: bytes, in_chans: int = 3) -> np.ndarray:
                 converted = ImageOps.exif_transpose(opened).convert("RGB" if in_chans == 3 else "L")
         except Image.DecompressionBombError as error:
             raise ValueError(str(error)) from error
-        return np.asarray(converted, dtype=np.uint8).reshape(converted.height, converted.width, in_chans)
+        return np.array(converted, dtype=np.uint8).reshape(converted.height, converted.width, in_chans)
     if image.dtype != torch.uint8:  # 16-bit PNG
         image = (image.float() * (255 / 65535)).round().to(torch.uint8)
     if image.shape[0] != in_chans:  # WebP keeps alpha; grayscale asked of RGB, or the reverse

@@ -7,11 +7,17 @@ target for the whole run.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from resnet_lab.errors import ConfigError
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class BatchMixer:
@@ -34,11 +40,14 @@ class BatchMixer:
         cutmix_prob: float = 0.5,
     ) -> None:
         for name, value in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
-            if value < 0:
-                raise ConfigError(f"data.{name} must be >= 0 (0 = off), got {value}.")
+            if not _number(value) or not 0 <= value < math.inf:
+                raise ConfigError(
+                    f"data.{name} is the Beta(alpha, alpha) parameter: a number >= 0 (0 = off; MixUp "
+                    f"papers use 0.2 to 0.4, CutMix 1.0), got {value!r}."
+                )
         for name, value in (("mix_prob", prob), ("cutmix_prob", cutmix_prob)):
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"data.{name} is a probability in [0, 1], got {value}.")
+            if not _number(value) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"data.{name} is a probability in [0, 1], got {value!r}.")
         self.num_classes = num_classes
         self.prob = prob
         choices, weights = [], []

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 if TYPE_CHECKING:
@@ -81,9 +82,13 @@ class ResumableDistributedSampler(DistributedSampler):
             # set_epoch on a resumed run (Lightning issue #21938).
             self.set_epoch(epoch)
             skip = batches * self._per_device_batch_size()
-        indices = list(super().__iter__())
+        indices = self.epoch_indices()
         self.start_index = min(skip, len(indices))
         return iter(indices[self.start_index:])
+
+    def epoch_indices(self) -> list[int]:
+        """This rank's indices of the whole current epoch (``DistributedSampler``'s order)."""
+        return list(super().__iter__())
 
     def _per_device_batch_size(self) -> int:
         loader = self._trainer.train_dataloader if self._trainer is not None else None
@@ -94,3 +99,27 @@ class ResumableDistributedSampler(DistributedSampler):
                 f"place in a resumed epoch; {type(loader).__name__} has batch_size={batch_size!r}"
             )
         return batch_size
+
+
+class BalancedDistributedSampler(ResumableDistributedSampler):
+    """Each class drawn about equally often: a weighted draw with replacement, sharded and
+    resumed like ``ResumableDistributedSampler``.
+
+    weights: one non-negative weight per sample (1 / its class's count balances the classes).
+    Every epoch draws ``total_size`` indices (the data set's size, less the remainder under
+    DDP) from a generator seeded with (seed, epoch), the same on every rank; rank r takes
+    every world-size-th draw from r, as ``DistributedSampler`` shards its permutation. The
+    epoch keeps its usual length, so a rare class's images repeat and a common class's are
+    partly left out.
+    """
+
+    def __init__(self, dataset: Dataset, *, weights, **kwargs) -> None:
+        super().__init__(dataset, **kwargs)
+        self.weights = torch.as_tensor(weights, dtype=torch.double)
+        if self.weights.shape != (len(dataset),) or not bool((self.weights >= 0).all()) or not self.weights.sum() > 0:
+            raise ValueError("weights must hold one non-negative weight per sample, not all zero")
+
+    def epoch_indices(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=generator)
+        return drawn[self.rank : self.total_size : self.num_replicas].tolist()

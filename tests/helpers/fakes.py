@@ -180,3 +180,36 @@ def save_image(path: Path, rgb: np.ndarray, mode: str = "RGB") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, **({"lossless": True} if path.suffix.lower() == ".webp" else {}))
     return path
+
+
+# Formats and Pillow modes a folder of your own images may hold (JPEG has no alpha or palette).
+IMAGE_FORMATS = (".jpg", ".png", ".webp", ".bmp")
+IMAGE_MODES = ("RGB", "L", "RGBA", "P", "1", "I;16")
+
+
+def format_mode_pairs() -> list[tuple[str, str]]:
+    return [
+        (suffix, mode)
+        for mode in IMAGE_MODES
+        for suffix in IMAGE_FORMATS
+        if not (suffix == ".jpg" and mode in ("RGBA", "P", "I;16")) and not (mode == "I;16" and suffix != ".png")
+    ]
+
+
+def write_photo_folder(
+    root: Path, *, per_class: int = 6, size: tuple[int, int] = (24, 20), seed: int = 0, offset: int = 0
+) -> Path:
+    """Class folders ``root/<class>/`` of images in every format and mode: ``china`` and
+    ``flower`` hold crops of scikit-learn's two photographs, ``noise`` generated images.
+    ``offset`` shifts the format/mode cycle and the file names (for another split)."""
+    rng = np.random.default_rng(seed)
+    pairs = format_mode_pairs()
+    for label, name in enumerate(("china", "flower", "noise")):
+        if name == "noise":
+            images = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(per_class)]
+        else:
+            images = photo_crops(per_class, size=size, seed=seed + label, photo=label)
+        for i, image in enumerate(images):
+            suffix, mode = pairs[(offset + label * per_class + i) % len(pairs)]
+            save_image(root / name / f"{name}_{offset + i:03d}{suffix}", image, mode)
+    return root
