@@ -240,3 +240,8 @@ def test_training_on_shards_with_two_ddp_processes(shards, tmp_path):
     (run,) = run_dirs(tmp_path)
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and record["global_step"] == 2 * 6
+
+
+def test_class_counts_of_shards_read_their_labels(shards):
+    data = _dataset(shards)
+    assert data.class_counts() == [9, 9, 9]

@@ -125,7 +125,7 @@ class FastImageDataset(Dataset):
 
     @property
     def labels(self) -> np.ndarray:
-        """The samples' labels (files only: a shard's labels are read with its images)."""
+        """Every sample's label, in index order."""
         return self.source.labels
 
     def __getitem__(self, key):

@@ -177,6 +177,12 @@ class ShardSource:
         # its file offset, and would move it under each other.
         return os.pread(self._file(shard).fileno(), int(size), int(offset)), int(labels[position])
 
+    @property
+    def labels(self) -> np.ndarray:
+        """Every sample's label (class weights, the balanced sampler): reads every shard's
+        headers and labels once, which the training path alone never needs."""
+        return np.concatenate([self._scan(shard)[1] for shard in range(len(self.urls))])
+
     def shard_ranges(self) -> list[range]:
         return [range(int(start), int(end)) for start, end in zip(self.starts[:-1], self.starts[1:])]
 
