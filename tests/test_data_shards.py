@@ -8,6 +8,7 @@ import socket
 import tarfile
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
@@ -20,7 +21,8 @@ from resnet_lab.data.shard_writer import main as write_command
 from resnet_lab.data.shard_writer import write_shards
 from resnet_lab.data.shards import ShardOrderSampler, ShardSource
 from resnet_lab.errors import ConfigError, DataError
-from tests.helpers import run_cli, run_dirs
+from resnet_lab.train import train
+from tests.helpers import compose_config, run_cli, run_dirs
 from tests.helpers.fakes import write_image_tree
 
 CLASSES = ("n01440764", "n02102040", "n02979186")
@@ -245,3 +247,66 @@ def test_training_on_shards_with_two_ddp_processes(shards, tmp_path):
 def test_class_counts_of_shards_read_their_labels(shards):
     data = _dataset(shards)
     assert data.class_counts() == [9, 9, 9]
+
+
+# --------------------------------------------------------------------- resuming through Lightning
+
+
+class FinalWeights(L.Callback):
+    """Saves the weights when training ends (named as a _target_ by the runs below)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.save(pl_module.state_dict(), self.path)
+
+
+@pytest.mark.slow
+def test_a_run_on_shards_resumed_mid_epoch_ends_bit_identical(shards, tmp_path):
+    """Train 2 epochs on shards with per-sample augmentation drawn in a worker process
+    (random crops, flips, random erasing) and MixUp; resume from the checkpoint after step 2
+    of epoch 1 (of 6): the final weights equal the uninterrupted run's."""
+    common = [
+        "data=imagenet_subset", f"data.root={shards}", "data.format=shards", "data.subset=null",
+        "data.num_classes=3", "data.image_size=16", "data.batch_size=4", "data.eval_batch_size=4",
+        "data.num_workers=1", "data.random_erasing=0.5", "data.mixup_alpha=0.4", "data.shuffle_window=5",
+        "model=resnet20", "trainer.max_epochs=2", "trainer.deterministic=true", "logger=none", "test=false",
+        "callbacks.last_checkpoint.every_n_train_steps=1", "+callbacks.final._target_=tests.test_data_shards.FinalWeights",
+    ]
+
+    def run(name: str, *extra: str) -> dict:
+        directory = tmp_path / name
+        weights = directory / "final.pt"
+        train(compose_config([*common, f"+callbacks.final.path={weights}", *extra], run_dir=directory))
+        return torch.load(weights, weights_only=True)
+
+    keep = [
+        "+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        "+callbacks.steps.dirpath=${paths.output_dir}/steps", "+callbacks.steps.save_top_k=-1",
+        "+callbacks.steps.every_n_train_steps=1", "+callbacks.steps.filename=s\\{step\\}",
+        "+callbacks.steps.auto_insert_metric_name=false",
+    ]
+    reference = run("reference", *keep)
+    resumed = run("resumed", f"ckpt_path={tmp_path / 'reference' / 'steps' / 's8.ckpt'}")
+    for key, value in reference.items():
+        assert torch.equal(resumed[key], value), key
+
+
+def test_training_loaders_draw_their_first_indices_at_the_first_batch(shards):
+    """Lightning creates the training iterator before it restores a resumed run's position
+    (for estimated_stepping_batches); a loader with workers must not draw indices then."""
+    data = _dataset(shards)
+    data.num_workers = 1
+    loader = data.train_dataloader()
+    drawn = []
+    sampler_iter = type(loader.sampler).__iter__
+    type(loader.sampler).__iter__ = lambda self: (drawn.append(True), sampler_iter(self))[1]
+    try:
+        state = torch.get_rng_state()
+        iterator = iter(loader)
+        assert not drawn  # nothing drawn, no worker started
+        next(iterator)
+        assert drawn and torch.equal(torch.get_rng_state(), state)  # the workers' seed is the loader's own
+    finally:
+        type(loader.sampler).__iter__ = sampler_iter

@@ -21,7 +21,11 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from resnet_lab.data.mixing import BatchMixer
-from resnet_lab.data.order import BalancedDistributedSampler, ResumableDistributedSampler
+from resnet_lab.data.order import (
+    BalancedDistributedSampler,
+    DeferredStartDataLoader,
+    ResumableDistributedSampler,
+)
 from resnet_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -225,8 +229,15 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, *, train: bool, stage: str) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create the {stage} set")
-        return DataLoader(
+        # Training loaders start their workers at the first batch (see DeferredStartDataLoader)
+        # and draw the workers' base seed from a generator of their own: from torch's global
+        # one, a resumed run would take one number more than the run it continues (MixUp and
+        # the random_state callback draw from it).
+        extra = {"generator": torch.Generator().manual_seed(self.seed)} if train else {}
+        loader = DeferredStartDataLoader if train else DataLoader
+        return loader(
             dataset,
+            **extra,
             batch_size=self.per_device_batch(train=train),
             sampler=self._sampler(dataset, train=train),
             drop_last=train,
