@@ -1,10 +1,11 @@
 """What a data module of image files adds to ``ImageDataModule`` to serve the fast path.
 
 ``FastImagePath`` is mixed into the image-file data modules (ImageNet-style trees, class
-folders): it builds ``FastImageDataset``s over files or shards, gives training the seeded
-sampler (the base's, handing each index with its epoch; ``ShardOrderSampler`` over shards), decodes on the
-device when asked (``on_before_batch_transfer``), and turns the uint8 batches into the
-normalized float32 batches of the data-module contract (``on_after_batch_transfer``).
+folders): it builds ``FastImageDataset``s over files or shards, makes the base's training
+sampler hand each index to the workers with its epoch (``ShardOrderSampler`` over shards),
+decodes on the device when asked (``on_before_batch_transfer``), and turns the uint8
+batches into the normalized float32 batches of the data-module contract
+(``on_after_batch_transfer``).
 ``pipeline: torchvision`` leaves all of it out: torchvision's ``v2`` transforms per image,
 float32 batches from the workers, as the reference.
 """
