@@ -199,7 +199,7 @@ def test_labels_out_of_range(on_disk, monkeypatch):
         ({"auto_augment": "randaugment", "device_resident": True}, "cannot run on the device-resident path"),
         ({"cutout": 8, "random_erasing": 0.5}, "set one of them to 0"),
         ({"padding_mode": "edge"}, "padding_mode='edge' is not supported"),
-        ({"mixup_alpha": -0.2}, "mixup_alpha must be >= 0"),
+        ({"mixup_alpha": -0.2}, r"data.mixup_alpha is the Beta\(alpha, alpha\) parameter: a number >= 0"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
     ],
 )
