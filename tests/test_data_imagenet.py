@@ -80,15 +80,24 @@ def test_batches_shapes_and_augmentation_only_in_training(tree):
     data = make(tree, val_size=10)
     data.setup()
     assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (20, 10, 20)
-    images, labels = next(iter(data.train_dataloader()))
+    batch = next(iter(data.train_dataloader()))
+    assert batch[0].shape == (8, 3, 32, 32) and batch[0].dtype == torch.uint8  # the fast path's workers
+    images, labels = data.on_after_batch_transfer(batch, 0)  # as after the transfer to the device
     assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
     assert labels.dtype == torch.int64 and labels.max() < 10
-    torch.manual_seed(0)
-    train_a, train_b = data.train_set[0][0], data.train_set[0][0]
-    assert not torch.equal(train_a, train_b)  # random resized crop and flip
+    # Random resized crop and flip, drawn anew each epoch (the same in the same epoch).
+    assert not torch.equal(data.train_set[(0, 0)][0], data.train_set[(0, 1)][0])
+    assert torch.equal(data.train_set[(0, 1)][0], data.train_set[(0, 1)][0])
     assert torch.equal(data.val_set[0][0], data.val_set[0][0])  # resize + centre crop
-    images, _ = next(iter(data.test_dataloader()))
-    assert images.shape == (8, 3, 32, 32)
+    images, _ = data.on_after_batch_transfer(next(iter(data.test_dataloader())), 0)
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+
+
+def test_the_torchvision_pipeline_stays_available(tree):
+    data = make(tree, pipeline="torchvision")
+    data.setup()
+    images, _ = next(iter(data.train_dataloader()))
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32  # normalized in the workers
 
 
 def test_undecodable_jpeg_mid_epoch_is_skipped_counted_and_logged(tree, tmp_path, caplog):

@@ -41,6 +41,15 @@ def parser() -> argparse.ArgumentParser:
     shape.add_argument("--image-size", type=int, default=DEFAULTS.image_size)
     shape.add_argument("--in-chans", type=int, default=DEFAULTS.in_chans)
     shape.add_argument("--num-classes", type=int, default=DEFAULTS.num_classes)
+    jpeg = p.add_argument_group("jpeg section")
+    jpeg.add_argument("--data-root", default=None, help="an ImageFolder tree of JPEGs (default: one built from scikit-learn's sample photos)")
+    jpeg.add_argument("--jpeg-images", type=int, default=DEFAULTS.jpeg_images, help="images in the tree it builds")
+    jpeg.add_argument("--loader-workers", type=int, default=DEFAULTS.loader_workers, help="worker processes of the throughput measure")
+    jpeg.add_argument("--photo-scale", type=int, default=DEFAULTS.photo_scale, help="enlarge the photos and crops of the built tree (large images)")
+    jpeg.add_argument("--jpeg-levers", action=argparse.BooleanOptionalAction, default=DEFAULTS.jpeg_levers,
+                      help="also time our loader with one lever changed at a time (fast DCT, float in workers, torchvision tensors)")
+    jpeg.add_argument("--jpeg-device-decode", action=argparse.BooleanOptionalAction, default=DEFAULTS.jpeg_device_decode,
+                      help="also time decoding on --device (torchvision.io.decode_jpeg: nvJPEG on a GPU); default: on a GPU")
     run = p.add_argument_group("how to run")
     run.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N")
     run.add_argument("--precision", default=DEFAULTS.precision,
@@ -92,6 +101,12 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         seed=args.seed,
         deterministic=args.deterministic,
         progress_bar=args.progress_bar,
+        data_root=args.data_root,
+        jpeg_images=args.jpeg_images,
+        loader_workers=args.loader_workers,
+        photo_scale=args.photo_scale,
+        jpeg_levers=args.jpeg_levers,
+        jpeg_device_decode=args.jpeg_device_decode,
     )
 
 

@@ -47,4 +47,8 @@ def run_sections(settings: BenchSettings) -> SectionResult:
         from resnet_lab.bench.data_paths import compare_data_paths
 
         result.extend(compare_data_paths(settings))
+    if "jpeg" in settings.sections:
+        from resnet_lab.bench.jpeg_loaders import compare_jpeg_loaders
+
+        result.extend(compare_jpeg_loaders(settings))
     return result

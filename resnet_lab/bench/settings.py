@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from resnet_lab.errors import ConfigError
 
-SECTIONS = ("train", "infer", "torchvision", "data")
+SECTIONS = ("train", "infer", "torchvision", "data", "jpeg")
 
 # Lightning's precision names (and their short aliases) that both paths can run the same way:
 # autocast around the forward pass and the loss, a GradScaler for float16.
@@ -37,10 +38,23 @@ class BenchSettings:
     seed: int = 0
     deterministic: bool = False
     progress_bar: bool = False  # also time our path with the progress bar on
+    data_root: str | None = None  # jpeg section: an ImageFolder tree; None: one built from photos
+    jpeg_images: int = 512  # jpeg section: images in the tree it builds
+    loader_workers: int = 2  # jpeg section: worker processes of the throughput measure
+    photo_scale: int = 1  # jpeg section: enlarge the photos and crops of the tree it builds
+    jpeg_levers: bool = False  # jpeg section: also our loader with one lever changed at a time
+    jpeg_device_decode: bool | None = None  # jpeg section: also decoding on --device; None: on a GPU
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", PRECISION_ALIASES.get(self.precision, self.precision))
         self.check()
+
+    @property
+    def decode_on_device(self) -> bool:
+        """Whether the jpeg section times the device-decode row (by default on a GPU only)."""
+        if self.jpeg_device_decode is None:
+            return self.torch_device.type == "cuda"
+        return self.jpeg_device_decode
 
     @property
     def torch_device(self) -> torch.device:
@@ -60,7 +74,7 @@ class BenchSettings:
         return asdict(self)
 
     def check(self) -> None:
-        for name in ("batch_size", "image_size", "num_classes", "in_chans", "steps", "warmup", "repeats"):
+        for name in ("batch_size", "image_size", "num_classes", "in_chans", "steps", "warmup", "repeats", "jpeg_images", "loader_workers", "photo_scale"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 flag = "--" + name.replace("_", "-")
@@ -76,6 +90,8 @@ class BenchSettings:
                 f"--precision {self.precision!r} is not supported by the benchmark; choose one of "
                 f"{', '.join(PRECISIONS)} (aliases {', '.join(PRECISION_ALIASES)})."
             )
+        if self.data_root is not None and not Path(self.data_root).is_dir():
+            raise ConfigError(f"--data-root {self.data_root} is not a folder; give an ImageFolder tree (one sub-folder of JPEGs per class).")
         self._check_device()
         if self.precision == "16-mixed" and self.torch_device.type != "cuda":
             raise ConfigError(

@@ -11,6 +11,7 @@ while MixUp or CutMix is on, training targets of shape ``(N, num_classes)`` that
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 import lightning as L
@@ -20,7 +21,11 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from resnet_lab.data.mixing import BatchMixer
-from resnet_lab.data.order import BalancedDistributedSampler, ResumableDistributedSampler
+from resnet_lab.data.order import (
+    BalancedDistributedSampler,
+    DeferredStartDataLoader,
+    ResumableDistributedSampler,
+)
 from resnet_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -68,7 +73,7 @@ class ImageDataModule(L.LightningDataModule):
         image_size: int,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         pin_memory: bool = False,
         classes: Sequence[str] | None = None,
         seed: int = 0,
@@ -89,8 +94,8 @@ class ImageDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name} must be a positive integer, got {value!r}.")
         if eval_batch_size is not None and (not isinstance(eval_batch_size, int) or eval_batch_size <= 0):
             raise ConfigError(f"data.eval_batch_size must be a positive integer or null, got {eval_batch_size!r}.")
-        if num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
+        if num_workers != "auto" and (not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0):
+            raise ConfigError(f"data.num_workers must be an integer >= 0 or auto (the cores per training process), got {num_workers!r}.")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.image_size = image_size
@@ -202,7 +207,7 @@ class ImageDataModule(L.LightningDataModule):
             if self.balanced_sampler:
                 counts = torch.tensor(self.class_counts(), dtype=torch.double)
                 sampler, extra = BalancedDistributedSampler, {"weights": (1.0 / counts.clamp(min=1))[self.train_labels()]}
-            return sampler(
+            return self.training_sampler(sampler)(
                 dataset,
                 num_replicas=self.world_size,
                 rank=self.rank,
@@ -216,19 +221,46 @@ class ImageDataModule(L.LightningDataModule):
             dataset, num_replicas=self.world_size, rank=self.rank, shuffle=False
         )
 
+    def training_sampler(self, sampler_class: type):
+        """The class (or factory) that builds the training sampler ``_sampler`` chose; data
+        modules whose datasets take more than an index refine it."""
+        return sampler_class
+
     def _loader(self, dataset: Dataset | None, *, train: bool, stage: str) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create the {stage} set")
-        return DataLoader(
+        # Training loaders start their workers at the first batch (see DeferredStartDataLoader)
+        # and draw the workers' base seed from a generator of their own: from torch's global
+        # one, a resumed run would take one number more than the run it continues (MixUp and
+        # the random_state callback draw from it).
+        extra = {"generator": torch.Generator().manual_seed(self.seed)} if train else {}
+        loader = DeferredStartDataLoader if train else DataLoader
+        return loader(
             dataset,
+            **extra,
             batch_size=self.per_device_batch(train=train),
             sampler=self._sampler(dataset, train=train),
             drop_last=train,
-            num_workers=self.num_workers,
+            num_workers=self.workers,
             # Pinned memory speeds up copies to an accelerator; on the CPU it only warns.
             pin_memory=self.pin_memory and self.device.type != "cpu",
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.workers > 0,
+            collate_fn=self.collate_fn(dataset),
         )
+
+    @property
+    def workers(self) -> int:
+        """``num_workers``, with ``auto`` resolved: this machine's cores (those this process may
+        run on) shared among its training processes."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        local_processes = self.trainer.num_devices if self.trainer is not None else 1
+        return max(1, cores // max(1, local_processes))
+
+    def collate_fn(self, dataset: Dataset):
+        """How the loader of ``dataset`` makes batches; None: PyTorch's default collation."""
+        return None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True, stage="training")

@@ -27,6 +27,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from resnet_lab.data.base import UNREADABLE, ImageDataModule
+from resnet_lab.data.fast_path import FastImagePath
 from resnet_lab.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFileTransforms
 from resnet_lab.errors import ConfigError, DataError
 
@@ -197,7 +198,7 @@ def stratified_split(
     return {split: sorted(index) for split, index in out.items()}
 
 
-class ImageFileDataModule(ImageDataModule):
+class ImageFileDataModule(FastImagePath, ImageDataModule):
     """Base of the data modules that read image files: decoding, transforms and their knobs.
 
     in_chans: 3 (RGB) or 1 (grayscale); every image is converted to it.
@@ -209,6 +210,8 @@ class ImageFileDataModule(ImageDataModule):
     auto_augment: ``trivialaugment``, ``randaugment``, ``autoaugment`` (ImageNet policy) or None.
     random_erasing: probability of random erasing per training image (0: off).
     mean, std: per channel; None: ImageNet's (for one channel, the mean over its channels).
+    pipeline, decode_on, fast_dct, format, shuffle_window: see ``FastImagePath``
+        (``resnet_lab.data.fast_path``).
     """
 
     may_skip_samples = True
@@ -226,6 +229,11 @@ class ImageFileDataModule(ImageDataModule):
         random_erasing: float = 0.0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        pipeline: str = "fast",
+        decode_on: str = "workers",
+        fast_dct: bool = False,
+        format: str = "files",
+        shuffle_window: int = 10_000,
         **options,
     ) -> None:
         if in_chans not in CHANNELS:
@@ -248,7 +256,13 @@ class ImageFileDataModule(ImageDataModule):
         )
         if len(self.transforms.mean) != in_chans:
             raise ConfigError(f"data.mean and data.std need {in_chans} value(s), one per channel; got {list(mean)}.")
+        self.init_fast_path(
+            pipeline=pipeline, decode_on=decode_on, fast_dct=fast_dct, format=format,
+            shuffle_window=shuffle_window, mean=self.transforms.mean, std=self.transforms.std,
+        )
 
-    def image_dataset(self, paths: Sequence[str], labels: Sequence[int], *, train: bool) -> ImageFileDataset:
+    def image_dataset(self, paths: Sequence[str], labels: Sequence[int], *, train: bool) -> Dataset:
+        if self.uses_fast_path:
+            return self.file_dataset(paths, labels, train=train)
         transform = self.transforms.train() if train else self.transforms.eval()
         return ImageFileDataset(paths, labels, transform, self.image_size, self.in_chans)

@@ -69,9 +69,14 @@ class ImageNetSubsetDataModule(ImageFileDataModule):
         to download when ``download`` is set.
     val_size: training images held out for validation with ``split_seed``; 0: validate on
         ``val/``. The test set is always ``val/``.
+    format: ``shards``: ``root`` holds the shards of ``train/`` and ``val/`` written by
+        ``python -m resnet_lab.data.shard_writer`` (``train.json``, ``val.json``); ``subset``, when
+        given, must be the classes they hold.
     The transform knobs (``image_size``, ``scale``, ``ratio``, ``auto_augment``, ...) are
     ``ImageFileDataModule``'s.
     """
+
+    reads_shards = True
 
     def __init__(
         self,
@@ -119,6 +124,12 @@ class ImageNetSubsetDataModule(ImageFileDataModule):
         self.listed_in = listed_in
         self.val_size = val_size
         self.split_seed = split_seed
+        if self.format == "shards" and (release is not None or val_size):
+            raise ConfigError(
+                "data.format=shards reads train.json and val.json shards from data.root: set "
+                "data.release=null (releases are trees; write their shards with python -m "
+                "resnet_lab.data.shards) and data.val_size=0 (validation reads the val shards)."
+            )
 
     @property
     def tree(self) -> Path:
@@ -155,6 +166,12 @@ class ImageNetSubsetDataModule(ImageFileDataModule):
         return tuple(folders[: self.num_classes])
 
     def build_sets(self) -> None:
+        if self.format == "shards":
+            self.train_set = self.shard_dataset(self.root, "train", train=True, classes=self.wnids)
+            self.test_set = self.val_set = self.shard_dataset(self.root, "val", train=False, classes=self.train_set.source.classes)
+            self.wnids = tuple(self.train_set.source.classes)
+            self.classes = [class_name(wnid) for wnid in self.wnids]
+            return
         wnids = self._class_folders()
         self.wnids = wnids
         self.classes = [class_name(wnid) for wnid in wnids]

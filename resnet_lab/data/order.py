@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 if TYPE_CHECKING:
     import lightning as L
@@ -123,3 +123,32 @@ class BalancedDistributedSampler(ResumableDistributedSampler):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=generator)
         return drawn[self.rank : self.total_size : self.num_replicas].tolist()
+
+
+class DeferredStartDataLoader(DataLoader):
+    """A ``DataLoader`` whose worker processes start, and draw their first indices, at the
+    first batch asked for instead of when its iterator is created.
+
+    Lightning creates the training iterator early when ``configure_optimizers`` reads
+    ``trainer.estimated_stepping_batches``, which is before a resumed run's loop state is
+    restored; worker processes then prefetch the start of the epoch at once, before
+    ``ResumableDistributedSampler`` can know where the checkpoint left it, and the resumed
+    epoch would start over (loader without workers draw lazily, and were not affected).
+    """
+
+    def __iter__(self) -> Iterator:
+        return _DeferredIterator(super().__iter__)
+
+
+class _DeferredIterator:
+    def __init__(self, start) -> None:
+        self._start = start
+        self._iterator = None
+
+    def __iter__(self) -> _DeferredIterator:
+        return self
+
+    def __next__(self):
+        if self._iterator is None:
+            self._iterator = self._start()
+        return next(self._iterator)
