@@ -145,6 +145,9 @@ def train(cfg: DictConfig) -> float | None:
     loggers = instantiate_group(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
     log_run_hyperparams(loggers, cfg, trainer, net)  # config, parameter counts, git commit, versions, device
+    if is_global_zero_from_env():
+        log.info("training on %s: %d process%s, precision %s", type(trainer.accelerator).__name__.removesuffix("Accelerator"),
+                 trainer.world_size, "es" if trainer.world_size > 1 else "", trainer.precision)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=start.ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)

@@ -110,7 +110,9 @@ def test_multirun_over_ddp_runs_each_job_in_its_own_directory(tmp_path):
         line = f"learning rate {lr * 32 / 256:.4g} = optimizer.lr {lr:.4g} per 256 images"
         assert output.count(line) == 1, line
         assert (run / "train.log").read_text().count(line) == 1
-    assert output.count("Starting with 2 processes") == 2  # each job really ran a second process
+    assert output.count("training on CPU: 2 processes") == 2
+    for job in ("0", "1"):  # each job really ran a second process: the group it trained in had two
+        assert _record(sweep / job)["world_size"] == 2
     assert "GLOBAL_RANK: 1" not in output and "[rank: 1]" not in output  # rank 1 only warns
 
 
@@ -182,7 +184,8 @@ def test_two_nodes_simulated_with_torchrun_write_one_run(tmp_path):
             node.kill()
     for node, output in zip(nodes, outputs):
         assert node.returncode == 0, output[-4000:]
-    assert "Starting with 2 processes" in outputs[0]
+    assert "training on CPU: 2 processes" in outputs[0]
+    assert _record(run)["world_size"] == 2
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["shared_run"]
     assert _record(run)["status"] == "finished"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

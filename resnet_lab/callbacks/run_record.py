@@ -76,6 +76,7 @@ class RunRecord(L.Callback):
             "exception": None,  # a resumed run's earlier failure is history, not its state
             "monitor": self.monitor,
             "epochs_planned": trainer.max_epochs,
+            "world_size": trainer.world_size,  # processes that train together
             "epochs_done": previous.get("epochs_done", 0),
             # A resumed run keeps counting its wall time from where it stopped.
             "wall_time_offset_s": previous.get("wall_time_s", 0.0),
@@ -91,7 +92,8 @@ class RunRecord(L.Callback):
             best = {self.monitor: value, "epoch": epoch}
         return best
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before any on_validation_end hook: one may end the run (a sweep's pruning does).
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         metrics = numbers(trainer.callback_metrics)
