@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -56,16 +55,6 @@ def test_a_resumed_epoch_yields_exactly_the_remaining_augmented_batches(rank, do
     assert [y.tolist() for _, y in dataloader] == [y.tolist() for _, y in rest]
 
 
-class FinalWeights(L.Callback):
-    """Saves the weights when training ends (Hydra builds it from the test's overrides)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        torch.save(pl_module.state_dict(), self.path)
-
-
 @pytest.mark.slow
 def test_training_resumed_mid_epoch_on_the_device_path_ends_bit_identical(tmp_path, monkeypatch):
     """The real train(cfg) on fake CIFAR files, device-resident on the CPU with random erasing:
@@ -75,7 +64,7 @@ def test_training_resumed_mid_epoch_on_the_device_path_ends_bit_identical(tmp_pa
     common = [
         "data=cifar10", "data.download=false", "data.val_size=16", "data.batch_size=16", "data.eval_batch_size=16",
         "data.device_resident=true", "data.random_erasing=0.5", "model=resnet20", "trainer.max_epochs=2",
-        "trainer.deterministic=true", "logger=none", "test=false", "+callbacks.final._target_=" + __name__ + ".FinalWeights",
+        "trainer.deterministic=true", "logger=none", "test=false", "+callbacks.final._target_=tests.helpers.FinalState",
     ]
     every_step = ["+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
                   "+callbacks.steps.dirpath=${paths.output_dir}/steps", "+callbacks.steps.save_top_k=-1",
@@ -85,7 +74,7 @@ def test_training_resumed_mid_epoch_on_the_device_path_ends_bit_identical(tmp_pa
     def run(name: str, *overrides: str) -> dict:
         directory = tmp_path / name
         train(compose_config([*common, f"+callbacks.final.path={directory}/final.pt", *overrides], run_dir=directory))
-        return torch.load(directory / "final.pt", weights_only=True)
+        return torch.load(directory / "final.pt", weights_only=True)["weights"]
 
     reference = run("reference", *every_step)  # 64 training images: 4 batches an epoch
     for step in (3, 6):  # batch 3 of epoch 0, batch 2 of epoch 1

@@ -4,10 +4,11 @@ equally often, shards like DistributedSampler and resumes where the restored loo
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from resnet_lab.data import SyntheticDataModule
-from resnet_lab.data.order import BalancedDistributedSampler
+from resnet_lab.data.order import BalancedDistributedSampler, ResumableDistributedSampler
 from tests.helpers import resumed_trainer
 
 LABELS = torch.tensor([0] * 90 + [1] * 10)  # 9:1 imbalance
@@ -58,3 +59,24 @@ def test_a_data_module_option_for_every_data_set():
     assert data.class_counts() == counts.tolist()
     assert torch.allclose(loader.sampler.weights, torch.tensor(1.0 / counts)[data.train_labels()].double())
     assert len(loader) == 10 and sum(len(labels) for _, labels in loader) == 60
+
+
+@pytest.mark.parametrize(
+    ("state", "epoch", "skipped"),
+    [
+        (dict(resuming=False, restarting=False, epoch=3, batches=2, last=False), 0, 0),  # fresh run
+        (dict(resuming=True, restarting=True, epoch=3, batches=2, last=False), 3, 8),  # mid-epoch
+        (dict(resuming=True, restarting=True, epoch=3, batches=5, last=True), 4, 0),  # epoch trained
+        (dict(resuming=True, restarting=False, epoch=4, batches=5, last=True), 4, 0),  # epoch ended
+    ],
+    ids=["not resuming", "mid-epoch", "after the last batch", "after the epoch end"],
+)
+def test_the_sampler_continues_where_the_restored_loop_continues(state, epoch, skipped):
+    dataset = list(range(40))
+    sampler = ResumableDistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=7,
+                                          drop_last=True, trainer=resumed_trainer(**state, batch_size=4))
+    order = list(sampler)
+    plain = torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=7, drop_last=True)
+    plain.set_epoch(epoch)
+    assert sampler.epoch == epoch and sampler.start_index == skipped
+    assert order == list(plain)[skipped:]

@@ -6,9 +6,7 @@ import hashlib
 import json
 import socket
 import tarfile
-from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
@@ -22,7 +20,7 @@ from resnet_lab.data.shard_writer import write_shards
 from resnet_lab.data.shards import ShardOrderSampler, ShardSource
 from resnet_lab.errors import ConfigError, DataError
 from resnet_lab.train import train
-from tests.helpers import compose_config, run_cli, run_dirs
+from tests.helpers import compose_config, resumed_trainer, run_cli, run_dirs
 from tests.helpers.fakes import write_image_tree
 
 CLASSES = ("n01440764", "n02102040", "n02979186")
@@ -138,16 +136,6 @@ def test_the_order_is_shard_local_disjoint_across_ranks_and_new_each_epoch(shard
         assert len({source.locate(i)[0] for i in orders[0, 0][start : start + 5]}) <= 2
 
 
-def _resumed_trainer(epoch: int, batches: int, batch_size: int):
-    progress = SimpleNamespace(current=SimpleNamespace(processed=batches), is_last_batch=False)
-    fit_loop = SimpleNamespace(
-        is_resuming=True,
-        epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=epoch)),
-        epoch_loop=SimpleNamespace(restarting=True, batch_progress=progress),
-    )
-    return SimpleNamespace(training=True, fit_loop=fit_loop, train_dataloader=SimpleNamespace(batch_size=batch_size))
-
-
 @pytest.mark.parametrize("kind", ["files", "shards"])
 def test_a_resumed_epoch_continues_with_the_same_batches_whatever_the_workers(kind, tree, shards):
     """Batches 2.. of epoch 1 after a resume at batch 2 equal the uninterrupted epoch's, pixel for
@@ -165,7 +153,7 @@ def test_a_resumed_epoch_continues_with_the_same_batches_whatever_the_workers(ki
         return list(loader)
 
     whole = batches(None, 0)
-    resumed = batches(_resumed_trainer(1, 2, 4), 2)
+    resumed = batches(resumed_trainer(epoch=1, batches=2, batch_size=4), 2)
     assert len(resumed) == len(whole) - 2
     for ours, reference in zip(resumed, whole[2:]):
         assert all(torch.equal(a, b) for a, b in zip(ours, reference))
@@ -252,16 +240,6 @@ def test_class_counts_of_shards_read_their_labels(shards):
 # --------------------------------------------------------------------- resuming through Lightning
 
 
-class FinalWeights(L.Callback):
-    """Saves the weights when training ends (named as a _target_ by the runs below)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        torch.save(pl_module.state_dict(), self.path)
-
-
 @pytest.mark.slow
 def test_a_run_on_shards_resumed_mid_epoch_ends_bit_identical(shards, tmp_path):
     """Train 2 epochs on shards with per-sample augmentation drawn in a worker process
@@ -272,14 +250,14 @@ def test_a_run_on_shards_resumed_mid_epoch_ends_bit_identical(shards, tmp_path):
         "data.num_classes=3", "data.image_size=16", "data.batch_size=4", "data.eval_batch_size=4",
         "data.num_workers=1", "data.random_erasing=0.5", "data.mixup_alpha=0.4", "data.shuffle_window=5",
         "model=resnet20", "trainer.max_epochs=2", "trainer.deterministic=true", "logger=none", "test=false",
-        "callbacks.last_checkpoint.every_n_train_steps=1", "+callbacks.final._target_=tests.test_data_shards.FinalWeights",
+        "callbacks.last_checkpoint.every_n_train_steps=1", "+callbacks.final._target_=tests.helpers.FinalState",
     ]
 
     def run(name: str, *extra: str) -> dict:
         directory = tmp_path / name
         weights = directory / "final.pt"
         train(compose_config([*common, f"+callbacks.final.path={weights}", *extra], run_dir=directory))
-        return torch.load(weights, weights_only=True)
+        return torch.load(weights, weights_only=True)["weights"]
 
     keep = [
         "+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",

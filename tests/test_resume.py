@@ -17,9 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -28,7 +26,6 @@ from omegaconf import OmegaConf
 from resnet_lab import resume as resume_module
 from resnet_lab.checkpoint_files import load_checkpoint_file
 from resnet_lab.configs import config_dir
-from resnet_lab.data.order import ResumableDistributedSampler
 from resnet_lab.loggers.csv_file import AppendingExperimentWriter
 from resnet_lab.train import train
 from tests.helpers import TINY, compose_config, run_cli, run_dirs, tree_digest
@@ -48,49 +45,7 @@ def _fresh_plans():
 # --------------------------------------------------------------------- the data position
 
 
-def _fake_trainer(*, resuming, restarting, epoch, processed, last, batch_size=4):
-    batches = SimpleNamespace(current=SimpleNamespace(processed=processed), is_last_batch=last)
-    fit_loop = SimpleNamespace(
-        is_resuming=resuming,
-        epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=epoch)),
-        epoch_loop=SimpleNamespace(restarting=restarting, batch_progress=batches),
-    )
-    return SimpleNamespace(training=True, fit_loop=fit_loop, train_dataloader=SimpleNamespace(batch_size=batch_size))
-
-
-@pytest.mark.parametrize(
-    ("state", "epoch", "skipped"),
-    [
-        (dict(resuming=False, restarting=False, epoch=3, processed=2, last=False), 0, 0),  # fresh run
-        (dict(resuming=True, restarting=True, epoch=3, processed=2, last=False), 3, 8),  # mid-epoch
-        (dict(resuming=True, restarting=True, epoch=3, processed=5, last=True), 4, 0),  # epoch trained
-        (dict(resuming=True, restarting=False, epoch=4, processed=5, last=True), 4, 0),  # epoch ended
-    ],
-    ids=["not resuming", "mid-epoch", "after the last batch", "after the epoch end"],
-)
-def test_the_sampler_continues_where_the_restored_loop_continues(state, epoch, skipped):
-    dataset = list(range(40))
-    sampler = ResumableDistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=7,
-                                          drop_last=True, trainer=_fake_trainer(**state))
-    order = list(sampler)
-    plain = torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=7, drop_last=True)
-    plain.set_epoch(epoch)
-    assert sampler.epoch == epoch and sampler.start_index == skipped
-    assert order == list(plain)[skipped:]
-
-
 # --------------------------------------------------------------------- exact continuation
-
-
-class FinalState(L.Callback):
-    """Saves the weights and the last validation metrics when training ends."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/acc"))}
-        torch.save({"weights": pl_module.state_dict(), "metrics": metrics}, self.path)
 
 
 def _keep_all(name: str, **trigger) -> list[str]:
@@ -104,7 +59,7 @@ def _keep_all(name: str, **trigger) -> list[str]:
 def test_resuming_from_any_kind_of_checkpoint_ends_bit_identical(tmp_path):
     """Checkpoints written mid-epoch (after a training batch), after a validation, and at an
     epoch end without validation; each resumed run ends with the reference's exact weights."""
-    common = [*EXACT, "logger=none", "test=false", "+callbacks.final._target_=tests.test_resume.FinalState"]
+    common = [*EXACT, "logger=none", "test=false", "+callbacks.final._target_=tests.helpers.FinalState"]
 
     def run(name: str, *overrides: str) -> dict:
         directory = tmp_path / name

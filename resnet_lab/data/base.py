@@ -51,6 +51,16 @@ def per_device_batch_size(global_batch_size: int, world_size: int, *, key: str =
     return global_batch_size // world_size
 
 
+def require_shape(source: str, given: tuple[int, int, int], expected: tuple[int, int, int]) -> None:
+    """A data set of fixed shape refuses other ``(num_classes, in_chans, image_size)``."""
+    if tuple(given) != tuple(expected):
+        classes, chans, size = expected
+        raise ConfigError(
+            f"{source} has {classes} classes of {chans}x{size}x{size} images; got num_classes={given[0]}, "
+            f"in_chans={given[1]}, image_size={given[2]}. Remove those overrides."
+        )
+
+
 class ImageDataModule(L.LightningDataModule):
     """Base class: holds the dataset description and builds the three loaders.
 

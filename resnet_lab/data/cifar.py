@@ -19,6 +19,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
 from resnet_lab.data.archives import RemoteFile, extract_tar, fetch, verify_md5
+from resnet_lab.data.base import require_shape
 from resnet_lab.data.in_memory import InMemoryImageDataModule
 from resnet_lab.errors import ConfigError, DataError
 
@@ -163,12 +164,7 @@ class CifarDataModule(InMemoryImageDataModule):
         if release not in CIFAR_RELEASES:
             raise ConfigError(f"data.release={release!r} is not a CIFAR release; choose one of {', '.join(CIFAR_RELEASES)}.")
         self.release = CIFAR_RELEASES[release]
-        if (num_classes, in_chans, image_size) != (len(self.release.classes), 3, 32):
-            raise ConfigError(
-                f"{release} has {len(self.release.classes)} classes of 3x32x32 images; got "
-                f"num_classes={num_classes}, in_chans={in_chans}, image_size={image_size}. "
-                "Remove those overrides."
-            )
+        require_shape(release, (num_classes, in_chans, image_size), (len(self.release.classes), 3, 32))
         super().__init__(
             num_classes=num_classes,
             in_chans=in_chans,

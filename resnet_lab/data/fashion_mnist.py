@@ -21,8 +21,9 @@ import torch
 from torchvision.datasets import FashionMNIST
 
 from resnet_lab.data.archives import RemoteFile, fetch
+from resnet_lab.data.base import require_shape
 from resnet_lab.data.in_memory import InMemoryImageDataModule
-from resnet_lab.errors import ConfigError, DataError
+from resnet_lab.errors import DataError
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -100,12 +101,7 @@ class FashionMnistDataModule(InMemoryImageDataModule):
         std: tuple[float, ...] = FASHION_MNIST_STD,
         **options,
     ) -> None:
-        if (num_classes, in_chans, image_size) != (10, 1, 28):
-            raise ConfigError(
-                "Fashion-MNIST has 10 classes of 1x28x28 images; got "
-                f"num_classes={num_classes}, in_chans={in_chans}, image_size={image_size}. "
-                "Remove those overrides."
-            )
+        require_shape("Fashion-MNIST", (num_classes, in_chans, image_size), (10, 1, 28))
         super().__init__(
             num_classes=num_classes,
             in_chans=in_chans,

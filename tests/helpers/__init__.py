@@ -160,13 +160,27 @@ class LogConstant(L.Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         pl_module.log(self.name, self.value)
-def resumed_trainer(*, epoch: int, batches: int, batch_size: int) -> SimpleNamespace:
+def resumed_trainer(*, epoch: int, batches: int, batch_size: int, resuming: bool = True, restarting: bool = True,
+                    last: bool = False) -> SimpleNamespace:
     """What ``resnet_lab.data.order.resumed_position`` reads of a Lightning trainer that
-    restored a checkpoint taken after ``batches`` training batches of ``epoch``."""
-    progress = SimpleNamespace(current=SimpleNamespace(processed=batches), is_last_batch=False)
+    restored a checkpoint taken after ``batches`` training batches of ``epoch`` (``last``: the
+    epoch's last batch; ``restarting=False``: the epoch had ended)."""
+    progress = SimpleNamespace(current=SimpleNamespace(processed=batches), is_last_batch=last)
     fit_loop = SimpleNamespace(
-        is_resuming=True,
+        is_resuming=resuming,
         epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=epoch)),
-        epoch_loop=SimpleNamespace(restarting=True, batch_progress=progress),
+        epoch_loop=SimpleNamespace(restarting=restarting, batch_progress=progress),
     )
     return SimpleNamespace(training=True, fit_loop=fit_loop, train_dataloader=SimpleNamespace(batch_size=batch_size))
+
+
+class FinalState(L.Callback):
+    """Test callback: saves the weights (``weights``) and the last validation and training
+    accuracy metrics (``metrics``) to ``path`` when training ends."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/acc"))}
+        torch.save({"weights": pl_module.state_dict(), "metrics": metrics}, self.path)
