@@ -18,7 +18,7 @@ from resnet_lab.run_names import RESOLVERS
 # The default callbacks by what they do between training steps. Kept: those that act at
 # every step (divergence: a finiteness check of the loss; preemption: a check for a signal)
 # or at the start of a fit (random_state). Switched off: those that write files or log lines
-# (and train.py's run record). tests/test_bench.py checks that every default callback is here.
+# (and train.py's run record). tests/bench/test_bench.py checks that every default callback is here.
 KEPT_CALLBACKS = ("random_state", "divergence", "preemption")
 SWITCHED_OFF_CALLBACKS = ("model_checkpoint", "last_checkpoint", "epoch_summary")
 

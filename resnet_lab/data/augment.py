@@ -8,7 +8,7 @@ Cutout or random erasing, an optional AutoAugment-family policy) and builds it t
 * ``apply_batch``: the same distribution as a few batched tensor ops on the training device
   (the fast path, after airbench's ``batch_crop`` / ``batch_flip_lr``).
 
-``tests/test_data_augment.py`` checks that the two agree in distribution.
+``tests/data/test_augment.py`` checks that the two agree in distribution.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The fast path (``resnet_lab.data.fast_images``) decides the geometry of a sample
 image's size alone, read from its header, so that the decoder can decode no more than the
 crop needs. The draws follow torchvision's ``RandomResizedCrop`` and ``RandomErasing``
 (``v2``) step for step, with a ``random.Random`` per sample in place of torch's global
-generator: ``tests/test_data_fast_images.py`` checks that the distributions of crop scale,
+generator: ``tests/data/test_fast_images.py`` checks that the distributions of crop scale,
 aspect ratio and position match torchvision's within sampling error.
 
 A sample's generator is seeded with ``(seed, epoch, index)``, so its augmentation does not

@@ -184,3 +184,22 @@ class FinalState(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/acc"))}
         torch.save({"weights": pl_module.state_dict(), "metrics": metrics}, self.path)
+
+
+class PoisonWeightsAt(L.Callback):
+    """Test callback: makes the loss NaN from optimizer step ``step`` on (a weight becomes NaN)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.net.parameters()).view(-1)[0] = float("nan")
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint file was written at."""
+    from resnet_lab.checkpoint_files import load_checkpoint_file
+
+    return int(load_checkpoint_file(path, mmap=True)["global_step"])
