@@ -28,6 +28,7 @@ from torchvision.transforms import v2
 
 from resnet_lab.data.base import UNREADABLE, ImageDataModule
 from resnet_lab.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFileTransforms
+from resnet_lab.data.preprocessing import EvalPreprocessing
 from resnet_lab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,12 @@ class ImageFileDataModule(ImageDataModule):
         )
         if len(self.transforms.mean) != in_chans:
             raise ConfigError(f"data.mean and data.std need {in_chans} value(s), one per channel; got {list(mean)}.")
+
+    def eval_preprocessing(self) -> EvalPreprocessing:
+        """``transforms.eval()``'s steps, as data (for checkpoints and exported files)."""
+        t = self.transforms
+        return EvalPreprocessing(in_chans=self.in_chans, resize_size=t.eval_resize_size, crop_size=t.image_size,
+                                 mean=t.mean, std=t.std)
 
     def image_dataset(self, paths: Sequence[str], labels: Sequence[int], *, train: bool) -> ImageFileDataset:
         transform = self.transforms.train() if train else self.transforms.eval()
