@@ -101,12 +101,13 @@ def saved_metadata(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
 def network_from_config(
     model_cfg: DictConfig, checkpoint: Mapping[str, Any], what: str, *, ema: bool = False
 ) -> nn.Module:
-    """The model config's network with the checkpoint's weights (``model.weights`` ignored:
-    the checkpoint's weights replace them)."""
+    """The model config's network with the checkpoint's weights (``model.weights`` and the
+    freezing options ignored: the checkpoint's weights replace them)."""
     from hydra.utils import instantiate
 
-    overrides = {"weights": None} if "weights" in model_cfg else {}
-    net = instantiate(model_cfg, **overrides)
+    # Freezing concerns training only, and needs weights to freeze.
+    fine_tuning = {"weights": None, "freeze": [], "freeze_bn_stats": False}
+    net = instantiate(model_cfg, **{key: value for key, value in fine_tuning.items() if key in model_cfg})
     load_network_state(net, network_state(checkpoint, what, ema=ema), what, hint=ARCHITECTURE_HINT)
     return net
 

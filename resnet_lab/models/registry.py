@@ -139,6 +139,13 @@ def build_model(
     if not isinstance(freeze_bn_stats, bool):
         raise ConfigError(f"model.freeze_bn_stats must be true or false, got {freeze_bn_stats!r}.")
     if freeze or freeze_bn_stats:
+        if weights is None:
+            what = f"model.freeze={list(freeze)}" if freeze else "model.freeze_bn_stats=true"
+            raise ConfigError(
+                f"{what} keeps weights as loaded, but model.weights is null: they would stay at their "
+                "random initialization. Pass model.weights=<a torchvision or timm file, or a checkpoint> "
+                "to fine-tune from (experiment=finetune_folder needs one)."
+            )
         model.freeze(list(freeze), bn_stats=freeze_bn_stats)
     return model
 
