@@ -203,7 +203,7 @@ class ImageClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and stage == "fit":
+        if getattr(datamodule, "classes", None) is not None and stage == "fit":
             # What a checkpoint needs to classify new images on its own (resnet_lab.load).
             self.hparams["classes"] = [str(name) for name in datamodule.classes]
             describe = getattr(datamodule, "eval_preprocessing", None)
@@ -276,7 +276,7 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ConfigError(
-                "this ImageClassifier has no optimizer (load_from_checkpoint builds one for inference): "
+                "this ImageClassifier has no optimizer (load_from_checkpoint builds it without one, for inference): "
                 "pass optimizer=functools.partial(torch.optim.SGD, lr=...) to train it."
             )
         defaults = getattr(self.optimizer_factory, "keywords", {})
