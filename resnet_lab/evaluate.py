@@ -28,12 +28,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_lab.checkpoint_files import load_checkpoint_file, load_network_state, network_state
+from resnet_lab.checkpoint_files import load_checkpoint_file
 from resnet_lab.configs import config_dir, register_resolvers
 from resnet_lab.data import RESOLVERS as DATA_RESOLVERS
 from resnet_lab.errors import ConfigError, exit_on_user_error
+from resnet_lab.inference import network_from_config
 from resnet_lab.module import hard_labels
-from resnet_lab.run_dir import EVALUATIONS_DIR, is_run_dir, read_record, stored_config
+from resnet_lab.run_dir import EVALUATIONS_DIR, checkpoint_run_dir, read_record, stored_config
 from resnet_lab.run_names import RESOLVERS, run_id
 
 log = logging.getLogger("resnet_lab")
@@ -44,15 +45,6 @@ AUTOCAST = {"32-true": None, "32": None, "16-mixed": torch.float16, "16": torch.
             "bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16}
 # Above this many classes the confusion matrix PNG has no tick labels (unreadable anyway).
 MAX_LABELLED_CLASSES = 40
-
-
-def checkpoint_run_dir(ckpt_path: str | Path) -> Path | None:
-    """The run directory a checkpoint belongs to (``<run>/checkpoints/x.ckpt``), if any."""
-    path = Path(ckpt_path).expanduser().resolve()
-    for candidate in (path.parent.parent, path.parent):
-        if is_run_dir(candidate):
-            return candidate
-    return None
 
 
 def _check_inputs(cfg: DictConfig) -> tuple[Path, Path | None]:
@@ -133,14 +125,6 @@ def _device(name: str) -> torch.device:
     return torch.device("cuda" if name in ("gpu", "cuda") else name)
 
 
-def build_network(model_cfg: DictConfig, checkpoint: dict[str, Any], what: str, *, ema: bool = False) -> torch.nn.Module:
-    overrides = {"weights": None} if "weights" in model_cfg else {}
-    net = instantiate(model_cfg, **overrides)
-    load_network_state(net, network_state(checkpoint, what, ema=ema), what,
-                       hint="Pass the model= it was trained with.")
-    return net
-
-
 @torch.inference_mode()
 def evaluate_network(net, loader, datamodule, num_classes: int, device, autocast_dtype) -> dict[str, Any]:
     from torchmetrics import MeanMetric
@@ -209,15 +193,16 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, t
     plt.close(figure)
 
 
-def _logged_test_accuracy(run_dir: Path | None, ckpt: Path) -> float | None:
-    """The test/acc_top1 the training run logged, if ``ckpt`` is the checkpoint it tested."""
+def _logged_test_accuracy(run_dir: Path | None, ckpt: Path, ema: bool = False) -> float | None:
+    """The test/acc_top1 (of the EMA: test/acc_top1_ema) the training run logged, if ``ckpt``
+    is the checkpoint it tested."""
     if run_dir is None or ckpt.name != "best.ckpt":
         return None
     try:
         record = read_record(run_dir)
     except ConfigError:
         return None
-    value = record.get("metrics", {}).get("test/acc_top1")
+    value = record.get("metrics", {}).get("test/acc_top1_ema" if ema else "test/acc_top1")
     return float(value) if value is not None else None
 
 
@@ -229,7 +214,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     if precision not in AUTOCAST:
         raise ConfigError(f"precision={precision!r}: evaluate supports {', '.join(AUTOCAST)}.")
     datamodule = instantiate(combined.data)
-    net = build_network(combined.model, checkpoint, f"ckpt_path {str(ckpt)!r}")
+    net = network_from_config(combined.model, checkpoint, f"ckpt_path {str(ckpt)!r}", ema=bool(cfg.ema))
     del checkpoint
     datamodule.prepare_data()
     datamodule.setup("test" if cfg.split == "test" else "validate")
@@ -237,7 +222,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     device = _device(str(cfg.accelerator))
     results = evaluate_network(net, loader, datamodule, datamodule.num_classes, device, AUTOCAST[precision])
     classes = [str(name) for name in getattr(datamodule, "classes", range(datamodule.num_classes))]
-    logged = _logged_test_accuracy(run_dir, ckpt) if cfg.split == "test" and cfg.get("data") is None else None
+    logged = _logged_test_accuracy(run_dir, ckpt, bool(cfg.ema)) if cfg.split == "test" and cfg.get("data") is None else None
     summary = {
         "checkpoint": str(ckpt),
         "run_dir": str(run_dir) if run_dir is not None else None,
@@ -245,6 +230,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "split": cfg.split,
         "samples": results["samples"],
         "precision": precision,
+        "ema": bool(cfg.ema),
         f"{cfg.split}/acc_top1": results["acc_top1"],
         f"{cfg.split}/acc_top5": results["acc_top5"],
         f"{cfg.split}/loss": results["loss"],
@@ -272,7 +258,8 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 def _report(summary: dict[str, Any], results: dict[str, Any], classes: list[str], output_dir: Path) -> str:
     split = summary["split"]
-    lines = [f"{summary['checkpoint']} on {split} ({summary['samples']} images):",
+    weights = " (EMA weights)" if summary["ema"] else ""
+    lines = [f"{summary['checkpoint']}{weights} on {split} ({summary['samples']} images):",
              f"  {split}/acc_top1: {results['acc_top1']:.4f}"]
     if results["acc_top5"] is not None:
         lines.append(f"  {split}/acc_top5: {results['acc_top5']:.4f}")

@@ -19,30 +19,40 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from resnet_lab.errors import ConfigError
+from resnet_lab.errors import CheckpointError, ConfigError
+from resnet_lab.models import rebuild_network
 
 OptimizerFactory = Callable[..., Optimizer]
 # Called as scheduler(optimizer, total_steps=..., steps_per_epoch=...); see resnet_lab.schedulers.
 SchedulerFactory = Callable[..., LRScheduler]
 
 
-def param_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
-    """Split parameters into decayed and non-decayed groups.
+def param_groups(
+    net: nn.Module, weight_decay: float, decay_norm_and_bias: bool, *, head_lr: float | None = None
+) -> list[dict]:
+    """Split the trainable parameters into decayed and non-decayed groups.
 
     Norm weights and biases (every parameter with at most one dimension) get no weight
     decay unless asked: decaying them shrinks the scale BN learns and costs accuracy
     (Goyal et al. 2017, "Accurate, Large Minibatch SGD", section 5.1; timm does the same).
+    ``head_lr``: the classifier's parameters (``net.get_classifier()``) go to groups of their
+    own with this learning rate (fine-tuning a pretrained body more gently than a new head).
     """
-    if decay_norm_and_bias:
-        return [{"params": [p for p in net.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
+    head = {id(p) for p in net.get_classifier().parameters()} if head_lr is not None else set()
+    groups: dict[tuple[bool, bool], list] = {(False, True): [], (False, False): []}
     for parameter in net.parameters():
         if parameter.requires_grad:
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+            decayed = decay_norm_and_bias or parameter.ndim > 1
+            groups.setdefault((id(parameter) in head, decayed), []).append(parameter)
+    if decay_norm_and_bias:
+        groups.pop((False, False))
+    result = []
+    for (is_head, decayed), parameters in groups.items():
+        group = {"params": parameters, "weight_decay": weight_decay if decayed else 0.0}
+        if is_head:
+            group["lr"] = head_lr
+        result.append(group)
+    return result
 
 
 def hard_labels(targets: torch.Tensor) -> torch.Tensor:
@@ -89,9 +99,11 @@ class ImageClassifier(L.LightningModule):
     """Trains ``net`` for image classification with cross-entropy.
 
     Args:
-        net: maps images (N, C, H, W) to logits (N, num_classes).
+        net: maps images (N, C, H, W) to logits (N, num_classes). None: built from
+            ``architecture`` (as ``load_from_checkpoint`` does).
         optimizer: a factory ``optimizer(params) -> Optimizer`` (a Hydra ``_partial_``).
-            Its ``weight_decay`` keyword, if any, is applied per parameter group.
+            Its ``weight_decay`` keyword, if any, is applied per parameter group. None for
+            inference only.
         scheduler: a factory ``scheduler(optimizer, total_steps=, steps_per_epoch=)``, or
             None for a constant learning rate. Stepped every optimizer step.
         num_classes: number of classes (from the data module).
@@ -101,25 +113,52 @@ class ImageClassifier(L.LightningModule):
             module's ``class_counts()`` (inverse frequency, as scikit-learn's "balanced").
             Validation and test losses stay unweighted.
         decay_norm_and_bias: also apply weight decay to norm weights and biases.
+        head_lr_multiplier: the classifier's learning rate is this times the optimizer's (and
+            scheduled with it): more than 1 when fine-tuning a pretrained network.
         channels_last: run the network in NHWC memory format (faster on tensor cores).
         compile: compile the network with ``torch.compile`` (state-dict names unchanged).
+        architecture: the arguments that rebuild ``net`` (``ResNet.architecture``); taken
+            from ``net`` when it has them. Saved with the other hyperparameters, so
+            ``ImageClassifier.load_from_checkpoint(path)`` needs no other argument.
+        classes, preprocessing: the class names and the evaluation preprocessing
+            (``EvalPreprocessing.to_dict()``); None: taken from the trainer's data module
+            when training starts. Saved, so that a checkpoint classifies new images alone.
     """
 
     def __init__(
         self,
-        net: nn.Module,
-        optimizer: OptimizerFactory,
+        net: nn.Module | None = None,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         *,
         num_classes: int,
         label_smoothing: float = 0.0,
         class_weights: str | Sequence[float] | None = None,
         decay_norm_and_bias: bool = False,
+        head_lr_multiplier: float = 1.0,
         channels_last: bool = False,
         compile: bool = False,
+        architecture: dict | None = None,
+        classes: Sequence[str] | None = None,
+        preprocessing: dict | None = None,
     ) -> None:
         super().__init__()
+        if net is None:
+            if architecture is None:
+                raise CheckpointError(
+                    "ImageClassifier needs a network: this checkpoint predates saved architectures. "
+                    "Pass one, ImageClassifier.load_from_checkpoint(path, net=build_model(...)), or use "
+                    "resnet_lab.load(<run directory>), which rebuilds it from the run's config."
+                )
+            net = rebuild_network(architecture)
+        if not isinstance(head_lr_multiplier, (int, float)) or isinstance(head_lr_multiplier, bool) or not head_lr_multiplier > 0:
+            raise ConfigError(f"module.head_lr_multiplier must be a number > 0 (1: the body's rate), got {head_lr_multiplier!r}.")
+        if head_lr_multiplier != 1 and not callable(getattr(net, "get_classifier", None)):
+            raise ConfigError("module.head_lr_multiplier needs a network with get_classifier() (resnet_lab's ResNet has it).")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        if architecture is None and getattr(net, "architecture", None) is not None:
+            self.hparams["architecture"] = dict(net.architecture)
+        self.head_lr_multiplier = float(head_lr_multiplier)
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -163,6 +202,12 @@ class ImageClassifier(L.LightningModule):
         return self.net(images)
 
     def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "classes", None) is not None and stage == "fit":
+            # What a checkpoint needs to classify new images on its own (resnet_lab.load).
+            self.hparams["classes"] = [str(name) for name in datamodule.classes]
+            describe = getattr(datamodule, "eval_preprocessing", None)
+            self.hparams["preprocessing"] = describe().to_dict() if describe is not None else None
         if self.class_weights == "balanced" and stage == "fit":
             counts = getattr(self.trainer.datamodule, "class_counts", None)
             if counts is None:
@@ -229,10 +274,20 @@ class ImageClassifier(L.LightningModule):
             self.log("train/images_per_sec", rate, rank_zero_only=True)
 
     def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ConfigError(
+                "this ImageClassifier has no optimizer (load_from_checkpoint builds it without one, for inference): "
+                "pass optimizer=functools.partial(torch.optim.SGD, lr=...) to train it."
+            )
         defaults = getattr(self.optimizer_factory, "keywords", {})
         weight_decay = defaults.get("weight_decay", 0.0)
+        head_lr = None
+        if self.head_lr_multiplier != 1:
+            if "lr" not in defaults:
+                raise ConfigError("module.head_lr_multiplier needs the optimizer's lr as a keyword (optimizer.lr).")
+            head_lr = defaults["lr"] * self.head_lr_multiplier
         optimizer = self.optimizer_factory(
-            param_groups(self.net, weight_decay, self.decay_norm_and_bias)
+            param_groups(self.net, weight_decay, self.decay_norm_and_bias, head_lr=head_lr)
         )
         if self.scheduler_factory is None:
             return optimizer

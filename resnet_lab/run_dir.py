@@ -180,6 +180,15 @@ def is_run_dir(path: str | Path) -> bool:
     return (path / RECORD_FILE).is_file() or (path / HYDRA_DIR / CONFIG_FILE).is_file()
 
 
+def checkpoint_run_dir(ckpt_path: str | Path) -> Path | None:
+    """The run directory a checkpoint belongs to (``<run>/checkpoints/x.ckpt``), if any."""
+    path = Path(ckpt_path).expanduser().resolve()
+    for candidate in (path.parent.parent, path.parent):
+        if is_run_dir(candidate):
+            return candidate
+    return None
+
+
 def read_record(run_dir: str | Path) -> dict[str, Any]:
     """``run.json`` as a dict; empty when there is none yet; ``DamagedFile`` when unreadable."""
     path = Path(run_dir) / RECORD_FILE

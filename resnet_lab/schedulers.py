@@ -63,8 +63,8 @@ def cosine(
     warmup = _warmup_steps(warmup_epochs, steps_per_epoch, total_steps)
     if not 0 <= min_lr_ratio <= 1:
         raise ConfigError(f"scheduler.min_lr_ratio must lie in [0, 1], got {min_lr_ratio}.")
-    # CosineAnnealingLR takes one eta_min; with several groups at different peaks
-    # (none here: groups differ only in weight decay) the ratio is taken of the first.
+    # CosineAnnealingLR takes one eta_min: with groups at different peaks (the classifier's,
+    # module.head_lr_multiplier) the floor is min_lr_ratio x the first group's (the body's).
     eta_min = min_lr_ratio * optimizer.param_groups[0]["lr"]
     main = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup), eta_min=eta_min)
     return _with_warmup(optimizer, main, warmup, warmup_start_factor)

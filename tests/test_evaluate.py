@@ -137,3 +137,27 @@ def test_a_checkpoint_outside_a_run_needs_model_and_data(trained, tmp_path):
     summary = evaluate(evaluation_cfg(f"ckpt_path={loose}", "model=resnet20", "data=synthetic",
                                       "data.image_size=16", "data.test_size=64"), tmp_path / "out")
     assert summary["samples"] == 64
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory) -> Path:
+    from tests.helpers import train_photo_run
+
+    return train_photo_run(tmp_path_factory.mktemp("ema"), "trainer.max_epochs=3")
+
+
+def test_ema_true_evaluates_the_ema_weights_as_the_run_tested_them(ema_run, tmp_path):
+    logged = json.loads((ema_run / "run.json").read_text())["metrics"]
+    best = ema_run / "checkpoints" / "best.ckpt"
+    ema = evaluate(evaluation_cfg(f"ckpt_path={best}", "ema=true"), tmp_path / "ema")
+    trained = evaluate(evaluation_cfg(f"ckpt_path={best}"), tmp_path / "trained")
+    assert ema["ema"] and ema["test/loss"] == pytest.approx(logged["test/loss_ema"], abs=1e-5)
+    assert ema["test/acc_top1"] == pytest.approx(logged["test/acc_top1_ema"], abs=1e-6)
+    assert ema["logged_test/acc_top1"] == logged["test/acc_top1_ema"]
+    assert trained["test/loss"] == pytest.approx(logged["test/loss"], abs=1e-5)
+    assert ema["test/loss"] != pytest.approx(trained["test/loss"], abs=1e-6)
+
+
+def test_ema_true_on_a_run_without_an_ema_is_refused(trained, tmp_path):
+    with pytest.raises(CheckpointError, match="holds no EMA weights.*callbacks=ema"):
+        evaluate(evaluation_cfg(f"ckpt_path={trained / 'checkpoints' / 'best.ckpt'}", "ema=true"), tmp_path)

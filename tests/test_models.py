@@ -486,7 +486,8 @@ def compose_model(tmp_path_factory):
 @pytest.mark.parametrize("name", [*MODELS, "custom"])
 def test_every_model_config_composes_to_its_registry_entry(compose_model, name):
     cfg = compose_model(f"model={name}")
-    fields = {"_target_", "_convert_", "name", "num_classes", "in_chans", "weights", *OPTIONS}
+    fields = {"_target_", "_convert_", "name", "num_classes", "in_chans", "weights", "freeze",
+              "freeze_bn_stats", *OPTIONS}
     assert set(cfg.model) == fields
     assert cfg.model._target_ == "resnet_lab.models.build_model"
     assert cfg.model.name == (None if name == "custom" else name)

@@ -82,3 +82,43 @@ def test_logged_validation_metrics_equal_a_fresh_validation_of_the_same_weights(
     assert set(logged) == {"val/loss", "val/acc_top1", "val/acc_top5"}
     for key, value in logged.items():
         assert fresh[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_head_lr_multiplier_gives_the_classifier_its_own_groups_and_rate():
+    from functools import partial
+
+    from resnet_lab.models import build_model
+    from resnet_lab.schedulers import cosine
+
+    net = build_model("resnet20", num_classes=4)
+    module = ImageClassifier(net, optimizer=partial(torch.optim.SGD, lr=0.1, weight_decay=5e-4),
+                             num_classes=4, head_lr_multiplier=10)
+    optimizer = module.configure_optimizers()
+    head = {id(p) for p in net.fc.parameters()}
+    rates = [(g["lr"], g["weight_decay"], {id(p) in head for p in g["params"]}) for g in optimizer.param_groups]
+    assert rates == [(0.1, 5e-4, {False}), (0.1, 0.0, {False}), (1.0, 5e-4, {True}), (1.0, 0.0, {True})]
+    schedule = cosine(optimizer, total_steps=10, steps_per_epoch=5, warmup_epochs=1)
+    for _ in range(7):  # the ratio holds through warmup and decay
+        optimizer.step()
+        schedule.step()
+        assert optimizer.param_groups[2]["lr"] == pytest.approx(10 * optimizer.param_groups[0]["lr"])
+
+
+def test_head_lr_multiplier_must_be_positive():
+    with pytest.raises(ValueError, match="head_lr_multiplier must be a number > 0"):
+        ImageClassifier(nn.Identity(), optimizer=torch.optim.SGD, num_classes=4, head_lr_multiplier=0)
+    with pytest.raises(ValueError, match="needs a network with get_classifier"):
+        ImageClassifier(nn.Identity(), optimizer=torch.optim.SGD, num_classes=4, head_lr_multiplier=10)
+
+
+def test_a_module_built_for_inference_rebuilds_its_network_and_refuses_to_train():
+    from resnet_lab.models import build_model
+
+    net = build_model("resnet20", num_classes=4)
+    module = ImageClassifier(net, optimizer=torch.optim.SGD, num_classes=4)
+    assert module.hparams.architecture == net.architecture
+    rebuilt = ImageClassifier(**module.hparams)  # what load_from_checkpoint does
+    assert [(k, v.shape) for k, v in rebuilt.net.state_dict().items()] == [
+        (k, v.shape) for k, v in net.state_dict().items()]
+    with pytest.raises(ValueError, match="has no optimizer .*pass optimizer="):
+        rebuilt.configure_optimizers()

@@ -26,6 +26,7 @@ from resnet_lab.data.order import (
     DeferredStartDataLoader,
     ResumableDistributedSampler,
 )
+from resnet_lab.data.preprocessing import EvalPreprocessing
 from resnet_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,12 @@ class ImageDataModule(L.LightningDataModule):
 
     def build_sets(self) -> None:
         """Create ``train_set``, ``val_set`` and ``test_set``, checking the data on the way."""
+        raise NotImplementedError
+
+    def eval_preprocessing(self) -> EvalPreprocessing:
+        """What evaluation does to an image file before the network sees it (resize, centre
+        crop, normalization): checkpoints carry it, so that predict, export and
+        ``resnet_lab.load`` treat a new image as this data module treats its test images."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:

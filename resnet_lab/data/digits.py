@@ -12,6 +12,7 @@ from torch.utils.data import TensorDataset
 
 from resnet_lab.data.augment import crop_flip
 from resnet_lab.data.base import ImageDataModule
+from resnet_lab.data.preprocessing import EvalPreprocessing
 from resnet_lab.errors import ConfigError
 
 # Mean and std of all 1,797 upsampled images, pixel values scaled to [0, 1].
@@ -76,6 +77,10 @@ class DigitsDataModule(ImageDataModule):
         self.train_set = TensorDataset(images[train], labels[train])
         self.val_set = TensorDataset(images[val], labels[val])
         self.test_set = TensorDataset(images[test], labels[test])
+
+    def eval_preprocessing(self) -> EvalPreprocessing:
+        """A new image as the digits are: grey, ``image_size`` square, light ink on dark."""
+        return EvalPreprocessing.square(1, self.image_size, (DIGITS_MEAN,), (DIGITS_STD,))
 
     def train_transform_batch(self, images: torch.Tensor) -> torch.Tensor:
         """Random translation by up to ``max_shift`` pixels, on the device.

@@ -29,6 +29,7 @@ from torchvision.transforms import v2
 from resnet_lab.data.base import UNREADABLE, ImageDataModule
 from resnet_lab.data.fast_path import FastImagePath
 from resnet_lab.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD, ImageFileTransforms
+from resnet_lab.data.preprocessing import EvalPreprocessing
 from resnet_lab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,12 @@ class ImageFileDataModule(FastImagePath, ImageDataModule):
             pipeline=pipeline, decode_on=decode_on, fast_dct=fast_dct, format=format,
             shuffle_window=shuffle_window, mean=self.transforms.mean, std=self.transforms.std,
         )
+
+    def eval_preprocessing(self) -> EvalPreprocessing:
+        """``transforms.eval()``'s steps, as data (for checkpoints and exported files)."""
+        t = self.transforms
+        return EvalPreprocessing(in_chans=self.in_chans, resize_size=t.eval_resize_size, crop_size=t.image_size,
+                                 mean=t.mean, std=t.std)
 
     def image_dataset(self, paths: Sequence[str], labels: Sequence[int], *, train: bool) -> Dataset:
         if self.uses_fast_path:

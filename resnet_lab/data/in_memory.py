@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from resnet_lab.data.augment import Normalize, SmallImageAugment
 from resnet_lab.data.base import ImageDataModule
 from resnet_lab.data.device_loader import DeviceResidentLoader
+from resnet_lab.data.preprocessing import EvalPreprocessing
 from resnet_lab.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -144,6 +145,9 @@ class InMemoryImageDataModule(ImageDataModule):
         self.train_set = UInt8ImageDataset(*self.arrays["train"], train_transform)
         self.val_set = UInt8ImageDataset(*self.arrays["val"], eval_transform)
         self.test_set = UInt8ImageDataset(*self.arrays["test"], eval_transform)
+
+    def eval_preprocessing(self) -> EvalPreprocessing:
+        return EvalPreprocessing.square(self.in_chans, self.image_size, self.normalize.mean, self.normalize.std)
 
     def uses_device_resident(self) -> bool:
         if self.device_resident == "auto":

@@ -12,7 +12,14 @@ from resnet_lab.models.blocks import (
     PreActBasicBlock,
     PreActBottleneck,
 )
-from resnet_lab.models.registry import MODELS, OPTIONS, build_model, list_models, model_arguments
+from resnet_lab.models.registry import (
+    MODELS,
+    OPTIONS,
+    build_model,
+    list_models,
+    model_arguments,
+    rebuild_network,
+)
 from resnet_lab.models.resnet import ResNet
 from resnet_lab.models.weights import load_state_dict, load_weights, read_state_dict
 
@@ -32,4 +39,5 @@ __all__ = [
     "load_weights",
     "model_arguments",
     "read_state_dict",
+    "rebuild_network",
 ]

@@ -6,11 +6,12 @@ Every name here has a config ``conf/model/<name>.yaml``; ``custom`` builds from 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
-from resnet_lab.errors import ConfigError
+from resnet_lab.errors import CheckpointError, ConfigError
 from resnet_lab.models.resnet import ResNet
 from resnet_lab.models.weights import load_weights
 
@@ -114,6 +115,8 @@ def build_model(
     num_classes: int,
     in_chans: int = 3,
     weights: str | None = None,
+    freeze: Sequence[str] = (),
+    freeze_bn_stats: bool = False,
     **options: Any,
 ) -> nn.Module:
     """Build the named model (or one from ``options`` alone when ``name`` is None).
@@ -124,9 +127,40 @@ def build_model(
         in_chans: input channels.
         weights: a torchvision or timm state-dict file or a resnet_lab checkpoint to load;
             a classifier of another size is re-initialized for fine-tuning.
+        freeze: stages that do not train (``stem``, ``layer1``, ...; see ``ResNet.freeze``).
+        freeze_bn_stats: every BatchNorm keeps its loaded running statistics in training.
         options: ``ResNet`` arguments over the named entry's; None keeps the entry's value.
     """
     model = ResNet(**model_arguments(name, **options), num_classes=num_classes, in_chans=in_chans)
     if weights is not None:
         load_weights(model, weights)
+    if isinstance(freeze, str) or not all(isinstance(name, str) for name in freeze):
+        raise ConfigError(f"model.freeze must be a list of stage names, e.g. [stem,layer1]; got {freeze!r}.")
+    if not isinstance(freeze_bn_stats, bool):
+        raise ConfigError(f"model.freeze_bn_stats must be true or false, got {freeze_bn_stats!r}.")
+    if freeze or freeze_bn_stats:
+        if weights is None:
+            what = f"model.freeze={list(freeze)}" if freeze else "model.freeze_bn_stats=true"
+            raise ConfigError(
+                f"{what} keeps weights as loaded, but model.weights is null: they would stay at their "
+                "random initialization. Pass model.weights=<a torchvision or timm file, or a checkpoint> "
+                "to fine-tune from (experiment=finetune_folder needs one)."
+            )
+        model.freeze(list(freeze), bn_stats=freeze_bn_stats)
     return model
+
+
+def rebuild_network(architecture: Mapping[str, Any]) -> ResNet:
+    """The ``ResNet`` that ``architecture`` (a ``ResNet.architecture``, as checkpoints keep it)
+    describes, freshly initialized; a description that does not build is a ``CheckpointError``."""
+    accepted = set(inspect.signature(ResNet).parameters)
+    unknown = sorted(set(architecture) - accepted) if isinstance(architecture, Mapping) else ["(not a mapping)"]
+    if unknown:
+        raise CheckpointError(
+            f"the checkpoint's architecture has {', '.join(map(str, unknown))}, which ResNet does not take: "
+            "it was saved by another version of resnet_lab, or edited."
+        )
+    try:
+        return ResNet(**architecture)
+    except (ConfigError, TypeError) as error:
+        raise CheckpointError(f"the checkpoint's architecture does not build: {error}") from None

@@ -140,6 +140,16 @@ class ResNet(nn.Module):
             block_dropout=block_dropout, dropout=dropout, zero_init_last=zero_init_last,
             in_chans=in_chans, num_classes=num_classes,
         )
+        # Everything needed to build this network again (resnet_lab.inference, and
+        # ImageClassifier.load_from_checkpoint, rebuild it from a checkpoint's copy).
+        self.architecture = {
+            "block": block, "layers": list(layers), "widths": list(widths), "stem": stem,
+            "stem_width": stem_width, "stem_pool": stem_pool, "downsample": downsample,
+            "shortcut": shortcut, "groups": groups, "width_per_group": width_per_group,
+            "se_ratio": float(se_ratio), "drop_path_rate": float(drop_path_rate),
+            "block_dropout": float(block_dropout), "dropout": float(dropout),
+            "zero_init_last": zero_init_last, "in_chans": in_chans, "num_classes": num_classes,
+        }
         preact = BLOCKS[block].preact
         if stem_pool is None:
             stem_pool = stem != "cifar"
@@ -166,6 +176,8 @@ class ResNet(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(self.num_features, num_classes)
         self.init_weights(zero_init_last)
+        # BatchNorm layers (by name) that stay in eval mode in training: see freeze().
+        self.frozen_norms: tuple[str, ...] = ()
 
     def init_weights(self, zero_init_last: bool = False) -> None:
         """He (fan-out) init for convolutions, unit norms; torchvision's and He et al.'s."""
@@ -180,10 +192,51 @@ class ResNet(nn.Module):
                 if module is not self and hasattr(module, "zero_init_last"):
                     module.zero_init_last()
 
+    def get_classifier(self) -> nn.Module:
+        """The classifier (timm's name for this method), e.g. for a fine-tuning learning rate."""
+        return self.fc
+
+    def stage_names(self) -> list[str]:
+        """What ``freeze`` takes: ``stem`` (conv1, bn1), then ``layer1`` ... ``layerN`` (the last
+        with a pre-activation network's final norm)."""
+        return ["stem", *(f"layer{i}" for i in range(1, self.num_stages + 1))]
+
+    def freeze(self, stages: Sequence[str] = (), *, bn_stats: bool = False) -> None:
+        """Stop training ``stages`` (names of ``stage_names()``): their weights get no
+        gradient and their BatchNorm statistics stay as loaded. ``bn_stats``: every BatchNorm
+        keeps its running statistics (normalizes with them in training too) while its scale
+        and shift still train, as detection and fine-tuning recipes do with small batches."""
+        allowed = self.stage_names()
+        unknown = [name for name in stages if name not in allowed]
+        if unknown:
+            raise ConfigError(
+                f"model.freeze={list(stages)}: {', '.join(map(str, unknown))} is not a stage of this "
+                f"network; its stages are {', '.join(allowed)} (the classifier fc always trains)."
+            )
+        owners = {"stem": ("conv1", "bn1"), f"layer{self.num_stages}": (f"layer{self.num_stages}", "bn_final")}
+        frozen = [prefix for name in stages for prefix in owners.get(name, (name,))]
+        for name, parameter in self.named_parameters():
+            if name.split(".")[0] in frozen:
+                parameter.requires_grad_(False)
+        self.frozen_norms = tuple(
+            name for name, module in self.named_modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and (bn_stats or name.split(".")[0] in frozen)
+        )
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ResNet:
+        super().train(mode)
+        for name in self.frozen_norms:
+            self.get_submodule(name).eval()
+        return self
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        for i in range(1, self.num_stages + 1):
-            x = getattr(self, f"layer{i}")(x)
+        # Over the children rather than getattr(self, f"layer{i}"): torch.jit.script unrolls
+        # this loop (it refuses a getattr whose name is not a literal).
+        for name, child in self.named_children():
+            if name.startswith("layer"):
+                x = child(x)
         return self.act_final(self.bn_final(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
