@@ -27,7 +27,7 @@ from resnet_lab.loggers import close_loggers, log_run_hyperparams
 from resnet_lab.module import ImageClassifier
 from resnet_lab.resume import log_notes, prepare_job
 from resnet_lab.resume.hydra import resume_output_subdir, resume_run_dir
-from resnet_lab.run_dir import claim, release, remove_if_unstarted
+from resnet_lab.run_dir import claim, holds, release, remove_if_unstarted
 from resnet_lab.run_names import RESOLVERS
 from resnet_lab.sweeps.naming import sweep_key
 
@@ -133,8 +133,17 @@ def train(cfg: DictConfig) -> float | None:
     log_notes(start.notes)
     check_config(cfg)
     output_dir = cfg.paths.output_dir
-    if is_global_zero_from_env():
-        claim(output_dir)  # a no-op when the Hydra guard claimed it already
+    if not is_global_zero_from_env() or holds(output_dir):  # the Hydra guard claimed it for the process
+        return _train(cfg, start)
+    claim(output_dir)
+    try:
+        return _train(cfg, start)
+    finally:
+        release(output_dir)  # train() called as a function: the caller's process goes on
+
+
+def _train(cfg: DictConfig, start) -> float | None:
+    output_dir = cfg.paths.output_dir
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
@@ -189,6 +198,3 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:
             raise  # the sweeper decides whether one failed job stops the sweep
         raise SystemExit(EXIT_USER_ERROR) from None
-    finally:
-        if multirun:
-            release(run_dir)

@@ -12,7 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 from resnet_lab.distributed import is_global_zero_from_env
 from resnet_lab.errors import ConfigError
 from resnet_lab.resume.choice import CheckpointChoice, Note, newest_checkpoint
-from resnet_lab.resume.compare import is_runtime_key, non_runtime_overrides, override_keys
+from resnet_lab.resume.compare import (
+    is_runtime_key,
+    non_runtime_overrides,
+    override_keys,
+    task_container,
+)
+from resnet_lab.resume.migrate import migrate
 from resnet_lab.resume.plan import AUTO, AUTO_OR_NEW, ResumePlan, plan_for_config
 from resnet_lab.run_dir import CHECKPOINT_DIR, is_run_dir, remove_stale_temporaries, stored_config
 
@@ -72,7 +78,7 @@ def prepare_job(cfg: DictConfig) -> JobStart:
         ckpt = str(plan.checkpoint) if plan.checkpoint is not None else None
         return JobStart(cfg, ckpt, plan.notes)
     if plan.use_stored_config and overrides is not None:
-        job_cfg = OmegaConf.create(stored_config(plan.run_dir))
+        job_cfg = OmegaConf.create(migrate(stored_config(plan.run_dir), task_container(cfg)))
         _apply_runtime_overrides(job_cfg, cfg, overrides)
     else:
         job_cfg = cfg.copy()

@@ -31,6 +31,7 @@ from resnet_lab.resume.compare import (
     non_runtime_overrides,
     task_container,
 )
+from resnet_lab.resume.migrate import migrate
 from resnet_lab.run_dir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -159,7 +160,7 @@ def _resumable_with(run_dir: Path, task: Mapping[str, Any]) -> tuple[str | None,
     """Why ``resume=auto`` would pass over ``run_dir`` (None: it would take it), and the
     config differences that made it pass it over."""
     try:
-        differences = config_differences(stored_config(run_dir), task)
+        differences = config_differences(migrate(stored_config(run_dir), task), task)
     except ConfigError:
         return "damaged", []
     if differences:
@@ -242,7 +243,7 @@ def plan_resume(
                 "hydra.run.dir out."
             )
         notes = tuple((logging.WARNING, text) for text in check_resumable(target_dir))
-        stored = stored_config(target_dir)
+        stored = migrate(stored_config(target_dir), task)
         changed = non_runtime_overrides(overrides) if overrides is not None else ["(all)"]
         if changed:
             differences = config_differences(stored, task)
@@ -262,7 +263,7 @@ def plan_resume(
             choice = newest_checkpoint(target_dir, trusted=trusted)
         plan = ResumePlan(target_dir, choice.path, not changed, (*notes, *choice.notes))
     if plan.checkpoint is not None:
-        effective = stored_config(plan.run_dir) if plan.use_stored_config else task
+        effective = migrate(stored_config(plan.run_dir), task) if plan.use_stored_config else task
         checkpoint = load_checkpoint_file(plan.checkpoint, trusted=trusted, mmap=True, what="checkpoint")
         check_checkpoint_fits_model(checkpoint, effective, f"checkpoint {str(plan.checkpoint)!r}")
     return plan
