@@ -2,48 +2,17 @@
 is He et al.'s Figure 6 (training error dashed, validation error solid, plain and residual nets
 side by side), legends stay inside the image, epochs are whole numbers.
 
-Run directories are written with the real writers: Lightning's CSV logger for metrics.csv and
-OmegaConf for the saved config, as Hydra leaves them.
+Run directories are written with the real writers (tests/helpers/runs.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from lightning.pytorch.loggers import CSVLogger
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 from PIL import Image
 
 from resnet_lab.runs.__main__ import main
-
-
-def write_job(path: Path, config: dict, curves: dict[str, list[float]], model_choice: str = "") -> Path:
-    """A finished run directory: its config and one row per epoch of each metric."""
-    (path / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(config), path / ".hydra" / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"model": model_choice}}}}),
-                   path / ".hydra" / "hydra.yaml")
-    logger = CSVLogger(str(path), name="csv", version="")
-    epochs = max(len(values) for values in curves.values())
-    for epoch in range(epochs):
-        row = {key: values[epoch] for key, values in curves.items() if epoch < len(values)}
-        logger.log_metrics({**row, "epoch": epoch}, step=10 * epoch + 9)
-    logger.save()
-    return path
-
-
-def degradation_sweep(root: Path, epochs: int = 4) -> Path:
-    """A multirun of plain-20/56 and ResNet-20/56 as `experiment=degradation_cpu` leaves it."""
-    sweep = root / "multiruns" / "2026-01-01_00-00-00_abcdef"
-    final = {"plain20": 0.99, "plain56": 0.85, "resnet20": 0.99, "resnet56": 0.995}
-    for job, (model, acc) in enumerate(final.items()):
-        train = [acc * (epoch + 1) / epochs for epoch in range(epochs)]
-        write_job(sweep / str(job), {"model": {"name": model, "shortcut": None}, "optimizer": {"lr": 0.2}},
-                  {"train/acc_top1": train, "val/acc_top1": [value - 0.02 for value in train]}, model)
-    (sweep / "multirun.yaml").write_text("hydra: {}\n")
-    return sweep
+from tests.helpers.runs import degradation_sweep, write_job
 
 
 @pytest.fixture
