@@ -127,7 +127,7 @@ def _figure(panels: int, share_y: bool = False):
     columns = 1 if panels == 1 else 2 if panels <= 4 else 3
     rows = -(-panels // columns)
     width = max(7.5, PANEL_SIZE[0] * columns)
-    figure = Figure(figsize=(width, PANEL_SIZE[1] * rows + 0.8), layout="constrained")
+    figure = Figure(figsize=(width, PANEL_SIZE[1] * rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False, sharey=share_y).ravel()
     for ax in axes[panels:]:
@@ -155,8 +155,12 @@ def _legend(figure, entries: list[tuple], extra: Sequence[tuple] = ()) -> None:
     longest = max(len(line) for label in labels for line in label.splitlines())
     # About 8 legend characters per inch of figure at fontsize "small", plus the line sample.
     fit = int(figure.get_figwidth() * 8 // (longest + 6))
-    figure.legend(handles, labels, loc="outside lower center", fontsize="small",
-                  ncols=max(1, min(len(labels), fit)))
+    columns = max(1, min(len(labels), fit))
+    figure.legend(handles, labels, loc="outside lower center", fontsize="small", ncols=columns)
+    # Room for the legend below the panels, rather than panels squeezed to make it: about
+    # 0.2 inch per line of text at fontsize "small".
+    lines = -(-len(labels) // columns) * max(label.count("\n") + 1 for label in labels)
+    figure.set_figheight(figure.get_figheight() + 0.3 + 0.2 * lines)
 
 
 def _xs(series) -> tuple[list[int], bool]:
