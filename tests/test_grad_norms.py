@@ -101,6 +101,19 @@ def test_once_per_epoch_without_a_step_window():
     assert row["grad_norm/total"] == pytest.approx(sum(norms) / 3, rel=1e-5)
 
 
+def test_a_stage_without_gradients_counts_zero_and_a_step_without_any_is_skipped():
+    net, module, trainer, logger = _tiny_setup()
+    callback = GradNorms(log_every_n_steps=1)
+    callback.on_fit_start(trainer, module)
+    callback.on_before_optimizer_step(trainer, module, optimizer=None)  # no backward yet
+    assert logger.rows == []
+    _backward(net, seed=3)
+    net.fc.weight.grad = net.fc.bias.grad = None
+    callback.on_before_optimizer_step(trainer, module, optimizer=None)
+    ((_, row),) = logger.rows
+    assert row["grad_norm/fc"] == 0.0 and row["grad_norm/layer3"] > 0
+
+
 @contextlib.contextmanager
 def _no_reading_back(monkeypatch):
     """Every way a tensor's value reaches Python raises: on a GPU each is a host-device sync."""

@@ -41,9 +41,10 @@ def stage_parameters(net: nn.Module) -> dict[str, list[nn.Parameter]]:
     return stages
 
 
-def stage_norms(stages: Sequence[Sequence[nn.Parameter]]) -> torch.Tensor:
+def stage_norms(stages: Sequence[Sequence[nn.Parameter]]) -> torch.Tensor | None:
     """L2 norms of the gradients of each group, and of all of them last: a tensor on the
-    gradients' device (a group without gradients counts 0). No host-device synchronization."""
+    gradients' device (a group without gradients counts 0; None when no group has any). No
+    host-device synchronization."""
     per_stage = []
     device = None
     for parameters in stages:
@@ -55,9 +56,11 @@ def stage_norms(stages: Sequence[Sequence[nn.Parameter]]) -> torch.Tensor:
         else:
             per_stage.append(None)
     if device is None:
-        raise ValueError("no parameter has a gradient yet")
-    zero = torch.zeros((), device=device)
-    norms = torch.stack([zero if norm is None else norm for norm in per_stage])
+        return None
+    if any(norm is None for norm in per_stage):
+        zero = torch.zeros((), device=device)
+        per_stage = [zero if norm is None else norm for norm in per_stage]
+    norms = torch.stack(per_stage)
     return torch.cat([norms, torch.linalg.vector_norm(norms).reshape(1)])
 
 
@@ -101,6 +104,8 @@ class GradNorms(L.Callback):
         if not self._groups:
             return
         norms = stage_norms(self._groups)
+        if norms is None:
+            return
         self._sum = norms if self._sum is None else self._sum + norms
         self._count += 1
         step = trainer.global_step  # of this step, counted from 0: Lightning's step for its row
