@@ -227,7 +227,9 @@ def error_figure(runs: Sequence[Run]):
                 (drawn,) = ax.plot(xs, errors, style, color=color, linewidth=width)
             if drawn is not None:
                 entries.append((Line2D([], [], color=color, linewidth=2.0), label))
-        _style_axes(ax, FAMILY_TITLES[key] if key else "training and validation error", "epoch", "error (%)")
+        # The panels share the y axis: its label once, on the left.
+        _style_axes(ax, FAMILY_TITLES[key] if key else "training and validation error", "epoch",
+                    "error (%)" if ax is axes[0] else "")
         ax.set_ylim(bottom=0)
     style_key = (
         (Line2D([], [], color="0.3", linestyle="--", linewidth=1.0), "training error (dashed)"),
