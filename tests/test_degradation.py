@@ -13,10 +13,14 @@ import json
 from pathlib import Path
 
 import pytest
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.helpers import run_cli
+from resnet_lab.config import config_dir
+from resnet_lab.runs.report import MultirunReport
+from resnet_lab.train import scaled_lr
+from tests.helpers import compose_config, run_cli
 
 # Percentage points of final training error (docs/RESULTS.md): plain-56 ends tens of points
 # above plain-20; ResNet-56 within a point (13 of 1,257 training images) of ResNet-20.
@@ -32,6 +36,19 @@ def _final_training_errors(sweep: Path) -> dict[str, float]:
         name = OmegaConf.load(job / ".hydra" / "config.yaml").model.name
         errors[name] = 100.0 * (1.0 - record["metrics"]["train/acc_top1"])
     return errors
+
+
+def test_one_multirun_of_the_four_nets_with_gradient_norms_and_a_report(tmp_path):
+    cfg = compose_config(["experiment=degradation_cpu"], run_dir=tmp_path / "run")
+    assert cfg.data._target_.endswith("DigitsDataModule") and cfg.trainer.accelerator == "cpu"
+    assert scaled_lr(cfg) == pytest.approx(0.1 * 32 / 128)  # the paper's LR per image
+    assert "grad_norms" in cfg.callbacks
+    hydra_cfg = OmegaConf.load(config_dir() / "experiment" / "degradation_cpu.yaml").hydra
+    assert hydra_cfg.mode == "MULTIRUN"
+    assert hydra_cfg.sweeper.params.model.split(",") == ["plain20", "plain56", "resnet20", "resnet56"]
+    report = instantiate(hydra_cfg.callbacks.report)
+    assert isinstance(report, MultirunReport)
+    assert report.figures == {"errors.png": None, "grad_norms.png": ["grad_norm/*"]}
 
 
 @pytest.mark.slow
