@@ -78,7 +78,7 @@ PUBLISHED_MILLIONS = {
     "resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85,
     "resnet110": 1.7, "resnet1202": 19.4,
     # The plain nets of Fig. 6 have the same layers, so the same count (option A adds none).
-    "plain20": 0.27, "plain56": 0.85,
+    "plain20": 0.27, "plain56": 0.85, "plain110": 1.7,
     # He et al. 2016, "Identity Mappings", Tables 2 and 3 (CIFAR-10).
     "preact_resnet110": 1.7, "preact_resnet164": 1.7,
     # Zagoruyko and Komodakis 2016, "Wide Residual Networks", Tables 4 and 5.
@@ -128,7 +128,7 @@ def test_registry_is_the_issue_list_and_every_name_has_a_config():
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
         "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2", "resnet50d", "se_resnet50",
         "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202", "plain20",
-        "plain56", "preact_resnet110", "preact_resnet164", "wrn_28_10", "wrn_40_4", "wrn_16_8",
+        "plain56", "plain110", "preact_resnet110", "preact_resnet164", "wrn_28_10", "wrn_40_4", "wrn_16_8",
         "resnet18_cifar", "resnet34_cifar", "resnet50_cifar",
     }
     assert set(list_models()) == expected

@@ -62,6 +62,7 @@ MODELS: dict[str, dict[str, Any]] = {
     # The plain counterparts of the degradation experiment (He et al. 2015, Fig. 6).
     "plain20": {**_cifar(20), "shortcut": False, "downsample": "none"},
     "plain56": {**_cifar(56), "shortcut": False, "downsample": "none"},
+    "plain110": {**_cifar(110), "shortcut": False, "downsample": "none"},
     "preact_resnet110": {**_PREACT_CIFAR, "block": "preact_basic", "layers": (18, 18, 18),
                          "widths": (16, 32, 64)},
     "preact_resnet164": {**_PREACT_CIFAR, "block": "preact_bottleneck", "layers": (18, 18, 18),

@@ -33,7 +33,8 @@ examples:
   python -m resnet_lab.runs list --model 'resnet*' --status finished --sort best_val_acc
   python -m resnet_lab.runs show 2024-05-01_12-00-00_ab12cd
   python -m resnet_lab.runs compare RUN_A RUN_B
-  python -m resnet_lab.runs plot RUN_A RUN_B --metric val/acc_top1 -o curves.png
+  python -m resnet_lab.runs plot outputs/multiruns/2024-05-01_12-00-00_ab12cd -o errors.png
+  python -m resnet_lab.runs plot RUN_A RUN_B --metric val/acc_top1 --metric 'grad_norm/*'
   python -m resnet_lab.runs sweep outputs/multiruns/2024-05-01_12-00-00_ab12cd
 
 RUN is a run directory or its id (or a unique start of it) as `list` prints it.
@@ -71,9 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", metavar="RUN")
 
     plot = commands.add_parser("plot", parents=[common], help="learning curves as an image")
-    plot.add_argument("runs", nargs="+", metavar="RUN")
-    plot.add_argument("--metric", action="append", help="metric to plot; repeat for more panels "
-                      "(default: val/acc_top1)")
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="a run, or a multirun directory for all its jobs")
+    plot.add_argument("--metric", action="append", help="metric to plot, shell patterns allowed "
+                      "('grad_norm/*'); repeat for more panels (default: training and validation "
+                      "error, plain and residual nets side by side)")
     plot.add_argument("-o", "--output", type=Path, default=Path("curves.png"),
                       help="image file (default: curves.png; .png, .pdf, .svg)")
 
@@ -129,10 +131,10 @@ def run_command(args: argparse.Namespace) -> int:
                 console.print(table)
         return 0
     if args.command == "plot":
-        from resnet_lab.runs.plot import plot_runs
+        from resnet_lab.runs.plot import check_output, plot_runs, runs_of
 
-        runs = [resolve_run(run, root) for run in args.runs]
-        warnings = plot_runs(runs, args.metric or ["val/acc_top1"], args.output)
+        check_output(args.output)
+        warnings = plot_runs(runs_of(args.runs, root), args.metric, args.output)
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"wrote {args.output}")
