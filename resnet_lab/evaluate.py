@@ -23,13 +23,12 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_lab.checkpoint_files import load_checkpoint_file
-from resnet_lab.configs import config_dir, register_resolvers
+from resnet_lab.configs import command, register_resolvers
 from resnet_lab.data import RESOLVERS as DATA_RESOLVERS
 from resnet_lab.errors import ConfigError, exit_on_user_error
 from resnet_lab.inference import network_from_config
@@ -273,7 +272,7 @@ def _report(summary: dict[str, Any], results: dict[str, Any], classes: list[str]
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
+@command("evaluate")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -19,11 +19,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from resnet_lab.configs import config_dir
+from resnet_lab.configs import command
 from resnet_lab.errors import ConfigError, UserError, exit_on_user_error
 from resnet_lab.inference import Classifier, load, resolve_checkpoint
 from resnet_lab.run_dir import checkpoint_run_dir, temporary_name
@@ -186,7 +185,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             "classes": classifier.classes, "metadata": props}
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
+@command("export")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     with exit_on_user_error():
         return export(cfg)

@@ -20,12 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 from torch.utils.data import DataLoader, Dataset
 
-from resnet_lab.configs import config_dir
+from resnet_lab.configs import command
 from resnet_lab.data.image_files import IMAGE_SUFFIXES, decode_image_file, is_hidden
 from resnet_lab.data.preprocessing import EvalTransform
 from resnet_lab.errors import ConfigError, DataError, exit_on_user_error
@@ -206,7 +205,7 @@ def _csv(result: dict[str, Any], top_k: int) -> str:
     return buffer.getvalue()
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
+@command("predict")
 def main(cfg: DictConfig) -> dict[str, Any] | None:
     with exit_on_user_error():
         return predict(cfg)

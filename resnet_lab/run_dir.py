@@ -38,6 +38,7 @@ METRICS_CSV = "csv/metrics.csv"
 EVALUATIONS_DIR = "evaluations"
 # Held with flock by the process that trains in the directory (claim()).
 LOCK_FILE = ".lock"
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a multirun, in its sweep directory
 # The directories under paths.log_dir that group runs; a run's id leaves them out.
 GROUP_DIRS = ("runs", "multiruns", "sweeps")
 # A run whose process lives on another machine cannot be checked; if its record has not
@@ -312,16 +313,26 @@ def holds(run_dir: str | Path) -> bool:
     return Path(run_dir).expanduser().resolve() in _CLAIMS
 
 
-def remove_if_unstarted(run_dir: str | Path) -> bool:
+def log_bytes(run_dir: str | Path) -> int:
+    """The size of a run directory's ``train.log`` (0 when there is none)."""
+    try:
+        return (Path(run_dir) / LOG_FILE).stat().st_size
+    except OSError:
+        return 0
+
+
+def remove_if_unstarted(run_dir: str | Path, own_log: bool = False) -> bool:
     """Remove a run directory that holds only what was written before the job began (its
-    ``.hydra`` files, an empty ``train.log``, the lock): the input was refused and nothing
-    ran. Anything else in it keeps it. Returns whether it was removed."""
+    ``.hydra`` files, ``train.log``, the lock): the input was refused and nothing ran.
+    ``train.log`` must be empty, unless ``own_log``: the caller saw it empty when its job
+    began, so every line in it is that job's own. Anything else in the directory keeps it.
+    Returns whether it was removed."""
     path = Path(run_dir)
     try:
         names = {p.name for p in path.iterdir()}
         if names - {HYDRA_DIR, LOG_FILE, LOCK_FILE}:
             return False
-        if (path / LOG_FILE).exists() and (path / LOG_FILE).stat().st_size:
+        if not own_log and log_bytes(path):
             return False
         hydra_dir = path / HYDRA_DIR
         if hydra_dir.exists() and {p.name for p in hydra_dir.iterdir()} - {CONFIG_FILE, HYDRA_FILE, OVERRIDES_FILE}:
@@ -336,4 +347,18 @@ def remove_if_unstarted(run_dir: str | Path) -> bool:
         path.rmdir()
     except OSError:
         return False  # left in place: a stray directory is no reason to hide the error that led here
+    return True
+
+
+def remove_sweep_if_unstarted(sweep_dir: str | Path) -> bool:
+    """Remove a sweep directory that holds nothing but Hydra's ``multirun.yaml``: its first
+    job was refused and no job ran. Returns whether it was removed."""
+    path = Path(sweep_dir)
+    try:
+        if {p.name for p in path.iterdir()} != {MULTIRUN_FILE}:
+            return False
+        (path / MULTIRUN_FILE).unlink()
+        path.rmdir()
+    except OSError:
+        return False
     return True

@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +18,7 @@ from resnet_lab import quiet
 from resnet_lab.callbacks import RunRecord
 from resnet_lab.checkpoint_io import with_checkpoint_io
 from resnet_lab.checks import check_config
-from resnet_lab.configs import config_dir, register_resolvers
+from resnet_lab.configs import command, register_resolvers
 from resnet_lab.data import RESOLVERS as DATA_RESOLVERS
 from resnet_lab.distributed import is_global_zero_from_env, job_scope
 from resnet_lab.errors import EXIT_USER_ERROR, ConfigError, report, user_error_in
@@ -27,7 +26,14 @@ from resnet_lab.loggers import close_loggers, log_run_hyperparams
 from resnet_lab.module import ImageClassifier
 from resnet_lab.resume import log_notes, prepare_job
 from resnet_lab.resume.hydra import resume_output_subdir, resume_run_dir
-from resnet_lab.run_dir import claim, holds, release, remove_if_unstarted
+from resnet_lab.run_dir import (
+    claim,
+    holds,
+    log_bytes,
+    release,
+    remove_if_unstarted,
+    remove_sweep_if_unstarted,
+)
 from resnet_lab.run_names import RESOLVERS
 from resnet_lab.sweeps.naming import sweep_key
 
@@ -175,7 +181,12 @@ def _train(cfg: DictConfig, start) -> float | None:
     return _optimized_value(cfg, trainer, {**fit_metrics, **trainer.callback_metrics})
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+# Hydra's default sweeper and launcher: a grid of jobs run in this process.
+HYDRA_GRID = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+              "hydra._internal.core_plugins.basic_launcher.BasicLauncher")
+
+
+@command("train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -183,6 +194,7 @@ def main(cfg: DictConfig) -> float | None:
     quiet.lightning_chatter()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    log_was_empty = log_bytes(run_dir) == 0  # then what the log holds at a refusal is this job's
     try:
         with job_scope():  # DDP children and teardown per Hydra job (resnet_lab.distributed)
             return train(cfg)
@@ -193,8 +205,16 @@ def main(cfg: DictConfig) -> float | None:
         # Refused input: nothing ran, so nothing of this job stays (a directory with other
         # files in it, a resumed run among them, is never removed).
         if is_global_zero_from_env():
-            remove_if_unstarted(run_dir)
+            remove_if_unstarted(run_dir, own_log=log_was_empty)
         report(user_error)
         if multirun:
-            raise  # the sweeper decides whether one failed job stops the sweep
+            hydra_cfg = HydraConfig.get()
+            if (hydra_cfg.sweeper._target_, hydra_cfg.launcher._target_) != HYDRA_GRID:
+                # A search sweeper counts a refused trial as failed and goes on; jobs in other
+                # processes (joblib, SLURM) are reported by their launcher.
+                raise
+            # Hydra's grid runs its jobs here, one after another: stop before the next one
+            # starts (they share most of the refused config) and exit as a single run does.
+            # Jobs that ran before keep their directories; a sweep dir with none is removed.
+            remove_sweep_if_unstarted(run_dir.parent)
         raise SystemExit(EXIT_USER_ERROR) from None

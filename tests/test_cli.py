@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from resnet_lab.models import build_model
 from tests.helpers import TINY, run_cli, run_dirs
 
 
@@ -113,6 +115,12 @@ def test_help_lists_groups_and_options(tmp_path):
     assert "resnet20" in result.stdout and "onecycle" in result.stdout
 
 
+def _mismatching_weights(tmp_path):
+    path = tmp_path / "resnet32_cifar100.pth"
+    torch.save(build_model("resnet32", num_classes=100).state_dict(), path)
+    return f"model.weights={path}"
+
+
 def _unwritable(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
@@ -131,14 +139,25 @@ def _unwritable(tmp_path):
         ("trainer.precision=17-mixed", "trainer.precision='17-mixed' is not a precision"),
         ("trainer.devices=3", "must divide evenly over 3 devices"),
         (_unwritable, "cannot write run outputs"),
+        # Raised while Hydra instantiates the data module and the model: unwrapped, not
+        # Hydra's InstantiationException with the message flattened.
+        ("data.mixup_alpha=-0.2", "data.mixup_alpha is the Beta(alpha, alpha) parameter: a number >= 0"),
+        ("+model.depht=32", "model.depht is not a model option. Options: block, layers"),
+        (_mismatching_weights, "was trained with another architecture than the configured model"),
+        # A recipe's key that the chosen option of its group does not take.
+        (("experiment=degradation", "trainer=cpu", "scheduler=cosine"),
+         "experiment=degradation sets scheduler.milestones (from experiment=cifar10_resnet56_paper, which it builds on) for the scheduler it was written for"),
     ],
 )
 def test_bad_input_is_one_clear_message(tmp_path, override, message):
     override = override(tmp_path) if callable(override) else override
-    result = run_cli([*TINY, override], tmp_path, timeout=120)
-    assert result.returncode != 0
+    overrides = list(override) if isinstance(override, tuple) else [override]
+    result = run_cli([*TINY, *overrides], tmp_path, timeout=120)
+    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
     output = result.stdout + result.stderr
     assert message in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
-    # Nothing started, so nothing is left behind (not even Hydra's empty run directory).
+    # Nothing started, so nothing is left behind (not even Hydra's empty run directory, nor
+    # the sweep directory of a recipe that is a multirun: its first job stopped it).
     assert run_dirs(tmp_path) == []
+    assert list((tmp_path / "outputs" / "multiruns").glob("*")) == []

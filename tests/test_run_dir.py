@@ -114,6 +114,13 @@ def test_only_an_unstarted_directory_is_removed(tmp_path):
     started.mkdir()
     (started / "train.log").write_text("[INFO] epoch 1\n")
     assert not run_dir.remove_if_unstarted(started) and started.exists()
+    # A log that was empty when the refused job began holds only that job's lines.
+    refused = tmp_path / "c"
+    (refused / ".hydra").mkdir(parents=True)
+    (refused / "train.log").write_text("[WARNING] fc is re-initialized for fine-tuning\n")
+    assert run_dir.remove_if_unstarted(refused, own_log=True) and not refused.exists()
+    (started / "checkpoints").mkdir()
+    assert not run_dir.remove_if_unstarted(started, own_log=True) and started.exists()
 
 
 def test_a_process_that_is_gone_is_not_alive():

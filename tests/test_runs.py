@@ -28,9 +28,15 @@ from resnet_lab.run_dir import write_record
 from resnet_lab.runs import Run, find_runs, resolve_run
 from resnet_lab.runs.__main__ import main
 from tests.helpers import TINY
+from tests.helpers.runs import write_job
 
 # ---------------------------------------------------------------------------------------
 # Fast: reading the files
+
+
+def _list(root: Path, *args: str, capsys) -> list[dict]:
+    assert main(["list", "--root", str(root), "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
 
 
 def test_history_reads_lightning_csv_even_while_a_row_is_being_written(tmp_path):
@@ -133,6 +139,34 @@ def test_list_on_an_empty_root_says_how_to_start(tmp_path, capsys):
     assert "statuses are running, finished" in capsys.readouterr().err
 
 
+def test_list_shows_the_task_name_and_tags_and_filters_by_tag(tmp_path, capsys):
+    root = tmp_path / "outputs"
+    curves = {"val/acc_top1": [0.5, 0.6]}
+    write_job(root / "runs" / "a", {"task_name": "baseline_sweep", "tags": ["baseline", "cifar"],
+                                    "model": {"name": "resnet20"}}, curves)
+    write_job(root / "runs" / "b", {"task_name": "ablation", "tags": ["no-bn"],
+                                    "model": {"name": "resnet20"}}, curves)
+    rows = {row["id"]: row for row in _list(root, capsys=capsys)}
+    assert rows["a"]["task"] == "baseline_sweep" and rows["a"]["tags"] == ["baseline", "cifar"]
+    assert rows["b"]["task"] == "ablation" and rows["b"]["tags"] == ["no-bn"]
+    assert [row["id"] for row in _list(root, "--tag", "cif*", capsys=capsys)] == ["a"]
+    assert [row["id"] for row in _list(root, "--tag", "no-bn", capsys=capsys)] == ["b"]
+    assert main(["list", "--root", str(root)]) == 0
+    table = capsys.readouterr().out
+    assert "baseline_sweep" in table and "baseline,cifar" in table
+
+
+@pytest.mark.parametrize("argument", ["/missing/sweep", "runs/a"])
+def test_sweep_of_a_missing_or_non_multirun_directory_is_one_sentence(tmp_path, capsys, argument):
+    root = tmp_path / "outputs"
+    write_job(root / "runs" / "a", {"model": {"name": "resnet20"}}, {"val/acc_top1": [0.5]})
+    (root / "runs" / "a" / "csv").mkdir(exist_ok=True)  # a directory, but not a job of a multirun
+    assert main(["sweep", argument if argument.startswith("/") else str(root / argument), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "outputs/multiruns/<id>" in err
+    assert "Traceback" not in err
+
+
 # ---------------------------------------------------------------------------------------
 # Slow: real runs started with the CLI
 
@@ -194,9 +228,6 @@ def runs_root(tmp_path_factory):
     return root / "outputs", killed_dir
 
 
-def _list(root: Path, *args: str, capsys) -> list[dict]:
-    assert main(["list", "--root", str(root), "--json", *args]) == 0
-    return json.loads(capsys.readouterr().out)
 
 
 @pytest.mark.slow

@@ -85,20 +85,35 @@ def _recipe_hint(path: str, key: str) -> str:
     group = path.split(".")[0]
     if not experiment:
         return ""
-    try:
-        recipe = OmegaConf.to_container(OmegaConf.load(config_dir() / "experiment" / f"{experiment}.yaml"))
-    except Exception:  # noqa: BLE001 - an experiment from --config-dir: no hint
+    source = _recipe_setting(experiment, [*path.split("."), key])
+    if source is None:
         return ""
-    node: Any = recipe
-    for part in [*path.split("."), key]:
-        node = node.get(part) if isinstance(node, dict) else None
-    if node is None:
-        return ""
+    via = f" (from experiment={source}, which it builds on)" if source != experiment else ""
     return (
-        f" experiment={experiment} sets {path}.{key} for the {group} it was written for; with "
+        f" experiment={experiment} sets {path}.{key}{via} for the {group} it was written for; with "
         f"{group}={choices.get(group)} that key does not apply: drop it with ~{path}.{key}, or keep "
         f"the recipe's {group}."
     )
+
+
+def _recipe_setting(experiment: str, parts: list[str], seen: tuple[str, ...] = ()) -> str | None:
+    """The recipe that sets the key at ``parts``: ``experiment`` itself or one it includes
+    through its defaults list (``degradation`` builds on ``cifar10_resnet56_paper``)."""
+    try:
+        recipe = OmegaConf.to_container(OmegaConf.load(config_dir() / "experiment" / f"{experiment}.yaml"))
+    except Exception:  # noqa: BLE001 - an experiment from --config-dir: no hint
+        return None
+    node: Any = recipe
+    for part in parts:
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is not None:
+        return experiment
+    for entry in recipe.get("defaults", []) if isinstance(recipe, dict) else []:
+        if isinstance(entry, str) and "/" not in entry and entry != "_self_" and entry not in seen:
+            found = _recipe_setting(entry, parts, (*seen, experiment))
+            if found is not None:
+                return found
+    return None
 
 
 def check_target_keys(cfg: DictConfig) -> None:

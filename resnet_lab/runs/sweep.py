@@ -8,6 +8,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from resnet_lab.run_dir import MULTIRUN_FILE
 from resnet_lab.runs.discovery import iter_jobs
 from resnet_lab.runs.run import Run, load_yaml
 from resnet_lab.runs.tables import format_duration, format_number
@@ -59,7 +60,7 @@ _TRIAL_STATUS = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed", "
 
 def sweep_data(sweep_dir: Path, root: Path | None = None) -> dict[str, Any]:
     sweep_dir = Path(sweep_dir)
-    multirun = load_yaml(sweep_dir / "multirun.yaml") or {}
+    multirun = load_yaml(sweep_dir / MULTIRUN_FILE) or {}
     jobs = list(iter_jobs(sweep_dir, root))
     metric = multirun.get("optimized_metric") or next(
         (job.flat_config.get("optimized_metric") for job in jobs if job.flat_config.get("optimized_metric")),

@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from resnet_lab.errors import ConfigError
+from resnet_lab.run_dir import MULTIRUN_FILE
 from resnet_lab.sweeps.search_space import parse_search_space, quote, trial_overrides
 
 log = logging.getLogger("resnet_lab")
@@ -158,7 +159,7 @@ class OptunaSweeper(Sweeper):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        OmegaConf.save(self.config, sweep_dir / MULTIRUN_FILE)
 
         space, fixed = parse_search_space([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
         if not space:

@@ -69,8 +69,6 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted(p for p in (root / "outputs" / "runs").glob("*") if p.is_dir())
 
 
-
-
 def tree_digest(root: Path) -> dict[str, str]:
     """Every file under ``root`` with its content hash (and every directory)."""
     digest = {}
