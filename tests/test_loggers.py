@@ -63,11 +63,11 @@ def wandb_offline_run(run_dir: Path) -> dict:
     wandb.teardown()  # W&B's service writes the file behind the run; wait for it to finish
     (offline,) = sorted((run_dir / "wandb").glob("offline-run-*"))
     (log_file,) = offline.glob("run-*.wandb")
-    config, history, exit_code, run_id = {}, [], None, None
+    config, history, exit_code, run_id, tags, job_type = {}, [], None, None, [], None
     for record in wandb_records(log_file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run_id = record.run.run_id
+            run_id, tags, job_type = record.run.run_id, list(record.run.tags), record.run.job_type
             config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
         elif kind == "config":
             config.update({item.key: json.loads(item.value_json) for item in record.config.update})
@@ -76,7 +76,8 @@ def wandb_offline_run(run_dir: Path) -> dict:
                             for item in record.history.item})
         elif kind == "exit":
             exit_code = record.exit.exit_code
-    return {"id": run_id, "dir": offline, "config": config, "history": history, "exit_code": exit_code}
+    return {"id": run_id, "dir": offline, "config": config, "history": history, "exit_code": exit_code,
+            "tags": tags, "job_type": job_type}
 
 
 def offline_env(home: Path) -> dict[str, str]:
@@ -122,7 +123,8 @@ def many_run(tmp_path_factory):
     run = tmp / "run"
     with pytest.MonkeyPatch.context() as patch:
         _use_env(patch, offline_env(home))
-        cfg = compose_config([*TINY, "trainer.max_epochs=2", "logger=many", "optimizer.lr=0.3"], run_dir=run)
+        cfg = compose_config([*TINY, "trainer.max_epochs=2", "logger=many", "optimizer.lr=0.3",
+                              "task_name=probe", "tags=[baseline,tiny]"], run_dir=run)
         train(cfg)
         import wandb
 
@@ -181,6 +183,7 @@ def test_wandb_offline_run_holds_history_and_config(many_run):
     assert run["id"] == (many_run / wandb_logging.WANDB_ID_FILE).read_text().strip()
     assert run["config"]["optimizer"]["lr"] == 0.3
     assert run["config"]["provenance"]["device"]["accelerator"] == "cpu"
+    assert run["tags"] == ["baseline", "tiny"] and run["job_type"] == "probe"  # tags, task_name
     val_acc = [row["val/acc_top1"] for row in run["history"] if "val/acc_top1" in row]
     assert val_acc == pytest.approx(csv_series(many_run, "val/acc_top1"))
     assert any("test/acc_top1" in row for row in run["history"])  # logged after fit, same run

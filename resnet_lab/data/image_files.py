@@ -266,7 +266,7 @@ class ImageFileDataModule(FastImagePath, ImageDataModule):
         """``transforms.eval()``'s steps, as data (for checkpoints and exported files)."""
         t = self.transforms
         return EvalPreprocessing(in_chans=self.in_chans, resize_size=t.eval_resize_size, crop_size=t.image_size,
-                                 mean=t.mean, std=t.std)
+                                 mean=t.mean, std=t.std, crop_first=self.uses_fast_path)
 
     def image_dataset(self, paths: Sequence[str], labels: Sequence[int], *, train: bool) -> Dataset:
         if self.uses_fast_path:

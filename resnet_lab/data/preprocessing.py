@@ -16,6 +16,9 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from resnet_lab.data.crops import center_crop_box
+from resnet_lab.data.jpeg import resize_crop
+
 CHANNEL_MODES = {1: "L", 3: "RGB"}  # Pillow's mode for each channel count
 
 
@@ -25,6 +28,10 @@ class EvalPreprocessing:
     resize_size: the shorter side is resized to this (bilinear, antialiased).
     crop_size: then the centre ``crop_size`` x ``crop_size`` square is kept.
     mean, std: per channel, of pixel values scaled to [0, 1].
+    crop_first: the same square cut from the image first and resized alone, as the fast
+        image-file path evaluates (``center_crop_box``: the same pixels up to resampling,
+        without resizing the rest); data modules on that path set it, so a new image is
+        treated exactly as their test images were.
     """
 
     in_chans: int
@@ -32,6 +39,7 @@ class EvalPreprocessing:
     crop_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    crop_first: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalize the fields once, here
@@ -53,7 +61,7 @@ class EvalPreprocessing:
     def to_dict(self) -> dict[str, Any]:
         """Plain values only: checkpoints are read with ``weights_only=True``."""
         return {"in_chans": self.in_chans, "resize_size": self.resize_size, "crop_size": self.crop_size,
-                "mean": list(self.mean), "std": list(self.std)}
+                "mean": list(self.mean), "std": list(self.std), "crop_first": self.crop_first}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EvalPreprocessing:
@@ -66,7 +74,8 @@ class EvalPreprocessing:
             raise ValueError(f"missing {', '.join(missing)}")
         try:
             return cls(in_chans=int(values["in_chans"]), resize_size=int(values["resize_size"]),
-                       crop_size=int(values["crop_size"]), mean=tuple(values["mean"]), std=tuple(values["std"]))
+                       crop_size=int(values["crop_size"]), mean=tuple(values["mean"]), std=tuple(values["std"]),
+                       crop_first=bool(values.get("crop_first", False)))  # absent before it existed
         except TypeError as error:
             raise ValueError(str(error)) from None
 
@@ -117,7 +126,12 @@ class EvalTransform:
 
     def __call__(self, image: Any) -> torch.Tensor:
         p = self.preprocessing
-        image = v2.functional.resize(self.to_uint8(image), [p.resize_size], antialias=True)
-        image = v2.functional.center_crop(image, [p.crop_size, p.crop_size])
+        image = self.to_uint8(image)
+        if p.crop_first:
+            box = center_crop_box(image.shape[-2], image.shape[-1], p.crop_size, p.resize_size)
+            image = resize_crop(image.permute(1, 2, 0).numpy(), box, p.crop_size)
+        else:
+            image = v2.functional.resize(image, [p.resize_size], antialias=True)
+            image = v2.functional.center_crop(image, [p.crop_size, p.crop_size])
         image = v2.functional.to_dtype(image, torch.float32, scale=True)
         return v2.functional.normalize(image, list(p.mean), list(p.std))

@@ -10,6 +10,7 @@ from PIL import Image
 
 from resnet_lab.data import CifarDataModule, DigitsDataModule, FolderDataModule, SyntheticDataModule
 from resnet_lab.data.cifar import CIFAR_RELEASES
+from resnet_lab.data.image_files import decode_image_file
 from resnet_lab.data.image_transforms import ImageFileTransforms
 from resnet_lab.data.preprocessing import EvalPreprocessing
 from tests.helpers.fakes import write_cifar, write_photo_folder
@@ -25,9 +26,26 @@ def test_transform_equals_the_image_file_evaluation_transform(size, resize, in_c
 
 
 def test_folder_module_describes_its_evaluation_transform(tmp_path):
-    data = FolderDataModule(root=write_photo_folder(tmp_path / "photos", per_class=4), image_size=16,
-                            eval_resize_size=20, mean=[0.5, 0.4, 0.3], std=[0.2, 0.3, 0.4])
-    assert data.eval_preprocessing() == EvalPreprocessing(3, 20, 16, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))
+    root = write_photo_folder(tmp_path / "photos", per_class=4)
+    data = FolderDataModule(root=root, image_size=16, eval_resize_size=20, mean=[0.5, 0.4, 0.3], std=[0.2, 0.3, 0.4])
+    # The fast path cuts the centre square first and resizes it alone; torchvision's resizes first.
+    assert data.eval_preprocessing() == EvalPreprocessing(3, 20, 16, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4), crop_first=True)
+    data = FolderDataModule(root=root, image_size=16, eval_resize_size=20, pipeline="torchvision")
+    assert not data.eval_preprocessing().crop_first
+
+
+@pytest.mark.parametrize("pipeline", ["fast", "torchvision"])
+def test_transform_gives_a_file_what_the_folder_test_set_gives_it(tmp_path, pipeline):
+    """Lossless files (PNG, BMP) and small JPEGs: bit for bit the test set's normalized crop."""
+    data = FolderDataModule(root=write_photo_folder(tmp_path / "photos", per_class=6), image_size=16,
+                            eval_resize_size=19, test_fraction=0.5, pipeline=pipeline)
+    data.setup("test")
+    transform = data.eval_preprocessing().transform()
+    for index in range(len(data.test_set)):
+        image, label = data.test_set[index]
+        (expected,), _ = data.on_after_batch_transfer((image[None], torch.tensor([label])), 0)
+        path = data.test_set.paths[index].decode()
+        assert torch.equal(transform(decode_image_file(path)), expected), path
 
 
 def test_in_memory_module_gives_a_test_image_what_its_test_set_gives(tmp_path, monkeypatch):
@@ -70,6 +88,10 @@ def test_tensors_of_any_channel_layout():
 def test_dict_round_trip_and_malformed_dicts():
     preprocessing = EvalPreprocessing(3, 256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert EvalPreprocessing.from_dict(preprocessing.to_dict()) == preprocessing
+    fast = EvalPreprocessing(3, 256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop_first=True)
+    assert EvalPreprocessing.from_dict(fast.to_dict()) == fast
+    older = {key: value for key, value in fast.to_dict().items() if key != "crop_first"}
+    assert EvalPreprocessing.from_dict(older) == preprocessing  # checkpoints from before the field
     for bad, message in (({"in_chans": 3}, "missing resize_size"),
                          ({**preprocessing.to_dict(), "crop_size": 300}, "crop_size <= resize_size"),
                          ({**preprocessing.to_dict(), "mean": [0.5]}, "need 3 means"),
