@@ -74,7 +74,10 @@ def _composition_errors_exit_2() -> Iterator[None]:
     from hydra.errors import ConfigCompositionException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    report_errors = hydra_utils.run_and_report
+    report_errors = getattr(hydra_utils, "run_and_report", None)
+    if report_errors is None:  # a Hydra without it: its own exit status 1 stands
+        yield
+        return
 
     def run_and_report(func: Callable[[], Any]) -> Any:
         def composed() -> Any:

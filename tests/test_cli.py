@@ -161,3 +161,24 @@ def test_bad_input_is_one_clear_message(tmp_path, override, message):
     # the sweep directory of a recipe that is a multirun: its first job stopped it).
     assert run_dirs(tmp_path) == []
     assert list((tmp_path / "outputs" / "multiruns").glob("*")) == []
+
+
+def test_a_refused_job_stops_a_grid_multirun_and_keeps_the_jobs_before_it(tmp_path):
+    result = run_cli(["-m", *TINY, "trainer.max_epochs=1", "optimizer.lr=0.1,nan,0.2"], tmp_path, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "optimizer.lr must be a positive finite number, got nan" in output
+    assert "Traceback" not in output
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    # Job 0 finished and stays; job 1 was refused and left nothing; job 2 never started.
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0"]
+    assert json.loads((sweep / "0" / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("command", ["resnet_lab", "resnet_lab.evaluate", "resnet_lab.predict", "resnet_lab.export"])
+def test_a_command_line_hydra_cannot_parse_exits_2_with_hydras_message(tmp_path, command):
+    result = subprocess.run([sys.executable, "-m", command, "seed=["], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "no viable alternative at input '['" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "outputs").exists()
