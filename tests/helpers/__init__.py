@@ -196,6 +196,24 @@ class PoisonWeightsAt(L.Callback):
                 next(pl_module.net.parameters()).view(-1)[0] = float("nan")
 
 
+class KillDuringSave(L.Callback):
+    """Test callback: SIGKILLs its own process as the ``save``-th checkpoint of optimizer step
+    ``step`` is about to be written (the earlier ones of that step are on disk), once: a file
+    ``marker`` says it happened, so the resumed run goes on."""
+
+    def __init__(self, step: int, save: int, marker: str) -> None:
+        self.step, self.save, self.marker = step, save, Path(marker)
+        self._saves = 0
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.global_step != self.step or self.marker.exists():
+            return
+        self._saves += 1
+        if self._saves == self.save:
+            self.marker.write_text(f"killed at step {self.step}, before save {self.save}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def checkpoint_step(path: Path) -> int:
     """The optimizer step a checkpoint file was written at."""
     from resnet_lab.checkpoint_files import load_checkpoint_file

@@ -28,7 +28,15 @@ from resnet_lab.checkpoint_files import load_checkpoint_file
 from resnet_lab.configs import config_dir
 from resnet_lab.loggers.csv_file import AppendingExperimentWriter
 from resnet_lab.train import train
-from tests.helpers import TINY, compose_config, run_cli, run_dirs, tree_digest
+from tests.helpers import (
+    REPO,
+    TINY,
+    checkpoint_step,
+    compose_config,
+    run_cli,
+    run_dirs,
+    tree_digest,
+)
 
 # Random draws during training (MixUp), so that restoring the generators is tested too.
 EXACT = (*TINY, "trainer.max_epochs=2", "trainer.deterministic=true", "data.mixup_alpha=0.4")
@@ -89,6 +97,8 @@ def test_resuming_from_any_kind_of_checkpoint_ends_bit_identical(tmp_path):
 
 CLI = (*EXACT, "trainer.max_epochs=3", "callbacks=ema", "callbacks.ema.decay=0.9",
        "callbacks.last_checkpoint.every_n_train_steps=1")
+# The CLI's config may name a test callback (tests.helpers), also when it resumes.
+WITH_TESTS = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 FINAL_KEYS = ("test/acc_top1", "test/acc_top5", "test/loss", "test/acc_top1_ema", "val/acc_top1",
               "val/loss", "val/acc_top1_ema", "train/acc_top1")
 
@@ -102,12 +112,20 @@ def uninterrupted(tmp_path_factory):
     return run
 
 
-def _start(root: Path) -> subprocess.Popen:
+def _start(root: Path, *extra: str) -> subprocess.Popen:
     """The CLI in the background, its stdout and stderr in ``root/cli.log``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", **WITH_TESTS}
     log = open(root / "cli.log", "w")  # a file, not a pipe: nobody reads while it trains
-    return subprocess.Popen([sys.executable, "-m", "resnet_lab", *CLI], cwd=root, env=env,
+    return subprocess.Popen([sys.executable, "-m", "resnet_lab", *CLI, *extra], cwd=root, env=env,
                             stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def _newest_checkpoint(run: Path) -> tuple[Path, int]:
+    """What resume must choose: the checkpoint with the most steps, ``last.ckpt`` on a tie.
+    A kill between the epoch's ``best.ckpt`` and ``last.ckpt`` leaves ``best.ckpt`` newer."""
+    steps = {path: checkpoint_step(path) for path in (run / "checkpoints").glob("*.ckpt")}
+    path = max(steps, key=lambda p: (steps[p], p.name == "last.ckpt"))
+    return path, steps[path]
 
 
 def _wait_for_checkpoint(root: Path, process: subprocess.Popen, step: int, timeout: float = 600) -> Path:
@@ -160,15 +178,33 @@ def test_sigkill_at_a_random_step_then_resume_ends_like_the_uninterrupted_run(tm
     run = _wait_for_checkpoint(tmp_path, process, step)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = load_checkpoint_file(run / "checkpoints" / "last.ckpt", mmap=True)["global_step"]
+    _resume_after_a_kill(tmp_path, run, uninterrupted, step)
+
+
+@pytest.mark.slow
+def test_a_kill_between_the_epochs_best_and_last_checkpoint_resumes_from_best(tmp_path, uninterrupted):
+    """The end of epoch 1 (step 4) writes best.ckpt, then last.ckpt; killed in between,
+    last.ckpt still holds step 3 and the run must go on from best.ckpt's step 4."""
+    marker = tmp_path / "killed"
+    process = _start(tmp_path, "+callbacks.kill._target_=tests.helpers.KillDuringSave", "+callbacks.kill.step=4",
+                     "+callbacks.kill.save=2", f"+callbacks.kill.marker={marker}")
+    assert process.wait(timeout=600) == -signal.SIGKILL, (tmp_path / "cli.log").read_text()[-3000:]
+    (run,) = run_dirs(tmp_path)
+    assert checkpoint_step(run / "checkpoints" / "best.ckpt") == 4
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 3
+    _resume_after_a_kill(tmp_path, run, uninterrupted, "end of epoch 1")
+
+
+def _resume_after_a_kill(root: Path, run: Path, uninterrupted: Path, when: object) -> None:
+    newest, killed_at = _newest_checkpoint(run)
     hydra_files = {p.name: p.read_bytes() for p in (run / ".hydra").glob("*.yaml")}
     log_before = (run / "train.log").read_text()
 
     # Only resume=<run dir>: the run's own config (the TINY overrides) must be used.
-    result = run_cli([f"resume={run}"], tmp_path, timeout=600)
-    assert result.returncode == 0, (step, killed_at, result.stderr[-3000:])
-    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'} (step {killed_at})" in result.stdout + result.stderr
-    assert run_dirs(tmp_path) == [run], "resuming must not create another run directory"
+    result = run_cli([f"resume={run}"], root, timeout=600, env=WITH_TESTS)
+    assert result.returncode == 0, (when, killed_at, result.stderr[-3000:])
+    assert f"resuming from {newest} (step {killed_at})" in result.stdout + result.stderr, (when, killed_at)
+    assert run_dirs(root) == [run], "resuming must not create another run directory"
     _assert_same_results(run, uninterrupted, killed_at)
     assert {p.name: p.read_bytes() for p in (run / ".hydra").glob("*.yaml")} == hydra_files
     (resume_files,) = list((run / ".hydra" / "resumes").iterdir())
